@@ -1,0 +1,204 @@
+"""Commands of the data stage: detectors, build, review, split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from facelab.cli.app import app
+from facelab.cli.common import open_workspace, progress_bar
+
+console = Console()
+err = Console(stderr=True)
+
+WorkspaceOpt = Annotated[
+    Path, typer.Option("--workspace", "-w", help="Workspace folder for the database, crops, data set and runs.")
+]
+
+
+@app.command()
+def detectors() -> None:
+    """List the face detectors, with what was measured of their speed and quality."""
+    from facelab.detect import DEFAULT_DETECTOR, registered
+
+    table = Table(title="Face detectors (use with: facelab build --detector NAME)")
+    for column in ("name", "landmarks", "package", "notes"):
+        table.add_column(column)
+    for name, info in sorted(registered().items()):
+        label = f"{name} (default)" if name == DEFAULT_DETECTOR else name
+        table.add_row(label, "yes" if info.landmarks else "no", info.package, info.notes)
+    console.print(table)
+
+
+def print_build_summary(result, ws) -> None:  # noqa: ANN001 - BuildResult, Workspace
+    table = Table(title="Photos per person")
+    table.add_column("person")
+    table.add_column("photos", justify="right")
+    table.add_column("usable faces", justify="right")
+    roles = {
+        r["person"]: r["n"]
+        for r in ws.query(
+            "SELECT c.person, COUNT(*) AS n FROM crops c JOIN faces f ON f.id = c.face_id "
+            "WHERE (f.role = 'person' OR c.status = 'accepted') AND c.status != 'rejected' GROUP BY c.person"
+        )
+    }
+    for person, count in sorted(result.per_person.items()):
+        table.add_row(person, str(count), str(roles.get(person, 0)))
+    console.print(table)
+    with_face = result.readable - len(result.no_face)
+    share = f"{with_face / result.readable:.0%}" if result.readable else "n/a"
+    console.print(
+        f"[bold]{result.scanned}[/] photos: {result.processed} processed, {result.unchanged} unchanged, "
+        f"{len(result.errors)} unreadable; {with_face} with a face ({share}), {len(result.no_face)} without, "
+        f"{len(result.multi_face)} with several faces; {result.faces} faces."
+    )
+    if result.removed:
+        console.print(f"{result.removed} photo(s) no longer in the folder were forgotten (their crops deleted).")
+    for loose in result.outside_person_folder:
+        err.print(f"[yellow]skipped[/] {loose}: not inside a person folder — move it into PHOTOS/<person>/")
+    console.print(f"Crops: {ws.crops_dir}   Reports: {ws.reports_dir}")
+
+
+@app.command()
+def build(
+    photos: Annotated[Path, typer.Argument(help="Folder with one sub-folder of photos per person.")],
+    workspace: WorkspaceOpt = Path("workspace"),
+    detector: Annotated[
+        str | None, typer.Option(help="Face detector (see `facelab detectors`); default: the best measured.")
+    ] = None,
+    margin: Annotated[
+        float | None,
+        typer.Option(help="Crop side as a multiple of the face box side (the seed's k); default: measured best."),
+    ] = None,
+    resolve: Annotated[
+        bool, typer.Option(help="Work out which face in each photo is the folder's person (needs dlib).")
+    ] = True,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find and crop the faces in PHOTOS/<person>/… into the workspace (originals are never modified).
+
+    Re-running processes only new or changed photos. Unreadable files are reported by name and
+    skipped; the command fails only when no photo at all could be read.
+    """
+    from facelab.build import build as run_build
+    from facelab.reports import write_reports
+
+    with open_workspace(workspace, create=True) as ws:
+        with progress_bar("Finding faces", quiet) as advance:
+            result = run_build(photos, ws, detector=detector, margin=margin, progress=advance)
+        for issue in result.errors:
+            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}")
+        if resolve:
+            resolve_identities_cli(ws, quiet)
+        write_reports(ws)
+        print_build_summary(result, ws)
+        if result.scanned == 0:
+            err.print(f"[red]No photos found under {photos}[/]: expected {photos}/<person>/<photo>.jpg")
+            raise typer.Exit(1)
+        if result.readable == 0:
+            err.print("[red]None of the photos could be read.[/]")
+            raise typer.Exit(1)
+
+
+def resolve_identities_cli(ws, quiet: bool) -> None:  # noqa: ANN001 - Workspace
+    """Embed faces and decide each face's role; falls back to the largest-face rule without dlib."""
+    from facelab.identity import IdentityUnavailable, resolve_identities
+
+    try:
+        with progress_bar("Embedding faces", quiet) as advance:
+            summary = resolve_identities(ws, progress=advance)
+    except IdentityUnavailable as exc:
+        err.print(f"[yellow]identity resolution skipped[/]: {exc}")
+        return
+    console.print(summary.describe())
+
+
+@app.command()
+def review(
+    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")],
+    list_: Annotated[bool, typer.Option("--list", help="List crops: id, person, status, role, quality.")] = False,
+    suspicious: Annotated[
+        bool, typer.Option(help="Only crops worth a look (ambiguous, suspicious, low quality), worst first.")
+    ] = False,
+    person: Annotated[str | None, typer.Option(help="Only this person's crops.")] = None,
+    reject: Annotated[list[int] | None, typer.Option(help="Crop ids to leave out of every data set.")] = None,
+    accept: Annotated[list[int] | None, typer.Option(help="Crop ids that are the folder's person.")] = None,
+    move: Annotated[int | None, typer.Option(help="Crop id to file under another person (with --to).")] = None,
+    to: Annotated[str | None, typer.Option(help="Person to move the crop to.")] = None,
+) -> None:
+    """Check the crops by hand (the seed's verification step): list, accept, reject, move.
+
+    Decisions are final: automatic identity resolution never overrides them. Run `facelab split`
+    afterwards to refresh the exported data set.
+    """
+    from facelab.review import list_crops, move_crop, set_status
+    from facelab.types import CropStatus
+
+    with open_workspace(workspace) as ws:
+        try:
+            if reject:
+                set_status(ws, list(reject), CropStatus.REJECTED)
+                console.print(f"rejected {len(reject)} crop(s)")
+            if accept:
+                set_status(ws, list(accept), CropStatus.ACCEPTED)
+                console.print(f"accepted {len(accept)} crop(s)")
+            if move is not None:
+                if not to:
+                    raise typer.BadParameter("--move needs --to PERSON")
+                target = move_crop(ws, move, to)
+                console.print(f"moved crop {move} to {to} ({target})")
+        except (KeyError, ValueError) as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+        if list_ or suspicious or not (reject or accept or move is not None):
+            views = list_crops(ws, person=person, suspicious=suspicious)
+            print("id,person,status,role,quality,distance,crop,photo")
+            for v in views:
+                quality = "" if v.quality is None else f"{v.quality:.3f}"
+                distance = "" if v.distance is None else f"{v.distance:.3f}"
+                print(f"{v.id},{v.person},{v.status},{v.role or ''},{quality},{distance},{v.path},{v.photo}")
+
+
+@app.command()
+def split(
+    workspace: Annotated[Path, typer.Argument(help="Workspace folder (after build).")],
+    ratios: Annotated[
+        tuple[float, float, float], typer.Option(help="Train, val and test fractions of each person's photos.")
+    ] = (0.6, 0.2, 0.2),
+    seed: Annotated[int, typer.Option(help="Seed of the shuffle: same seed, same split.")] = 0,
+    faces: Annotated[
+        str, typer.Option(help="resolved: only faces that are the folder's person; all: every face (seed).")
+    ] = "resolved",
+) -> None:
+    """Split photos into train/val/test by person, grouping each photo's faces and near-duplicates.
+
+    Exports WS/dataset/{train,val,test}/<person>/*.jpg and WS/dataset/manifest.csv.
+    """
+    from facelab.split import split_workspace
+
+    with open_workspace(workspace) as ws:
+        try:
+            result = split_workspace(ws, tuple(ratios), seed=seed, faces=faces)
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+        print_split_summary(result)
+
+
+def print_split_summary(result) -> None:  # noqa: ANN001 - SplitResult
+    for warning in result.warnings:
+        err.print(f"[yellow]warning[/] {warning}")
+    table = Table(title="Photos per split")
+    for column in ("person", "train", "val", "test"):
+        table.add_column(column, justify="right" if column != "person" else "left")
+    for person, counts in result.counts.items():
+        table.add_row(person, str(counts["train"]), str(counts["val"]), str(counts["test"]))
+    console.print(table)
+    console.print(
+        f"{result.groups_merged} duplicate/near-duplicate photo(s) kept with their twin; "
+        f"{result.exported} crops exported; manifest: {result.manifest}"
+    )
