@@ -87,7 +87,7 @@ def split_workspace(
     faces: FaceSelection | str = FaceSelection.RESOLVED,
     export: bool = True,
 ) -> SplitResult:
-    """Assign every photo with a face to a split (stored in the database) and export the layout.
+    """Assign every readable photo to a split (stored in the database) and export the layout.
 
     ``ratios`` are train/val/test fractions of each person's photo groups; ``seed`` makes the
     shuffle repeatable. A person with fewer than three photo groups cannot fill three splits: with
@@ -95,8 +95,10 @@ def split_workspace(
     """
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"ratios must be three non-negative fractions summing to 1, got {ratios}")
+    # Photos without a face are split too: photo-level evaluation counts a test photo whose face
+    # was never found as a miss, as a person would.
     rows = ws.query(
-        "SELECT id, person, sha256, phash FROM photos WHERE status = 'ok' ORDER BY person, path"
+        "SELECT id, person, sha256, phash FROM photos WHERE status IN ('ok', 'no_face') ORDER BY person, path"
     )
     groups = photo_groups(rows)
     result = SplitResult()

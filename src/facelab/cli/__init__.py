@@ -12,6 +12,11 @@ from facelab.cli.app import app
 
 COMMAND_MODULES = (
     "facelab.cli.data_cmds",
+    "facelab.cli.eval_cmds",
+    "facelab.cli.train_cmds",
+    "facelab.cli.embed_cmds",
+    "facelab.cli.recognize_cmds",
+    "facelab.cli.serve_cmds",
 )
 
 

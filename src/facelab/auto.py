@@ -1,0 +1,201 @@
+"""Automatic model choice: train candidates cheapest first, keep the best on validation.
+
+The seed's future work, "automatically build and select the best model". Candidates come from a
+registry ordered by cost (embedding heads take seconds, cached feature extraction tens of seconds,
+fine-tuning minutes). Each runs only if the time left in the budget covers its estimate. The
+winner is the best validation accuracy (ties: fewer parameters, then faster); only the winner is
+evaluated on the test split, so the test figure stays an honest estimate.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from facelab.imageio import write_text_atomic
+from facelab.items import FaceSelection, load_items
+from facelab.runs import Model, load_model, read_summary
+from facelab.store import Workspace
+
+Progress = Callable[[int, int, object], None]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model recipe. ``seconds_per_face`` estimates its cost from the number of training faces."""
+
+    name: str
+    seconds_per_face: float
+    fixed_seconds: float
+    train: Callable[[Workspace, str], Path]
+    needs: str = ""  # what must be installed, for the skip message
+
+    def estimate(self, n_faces: int) -> float:
+        return self.fixed_seconds + self.seconds_per_face * n_faces
+
+
+def _embedding(head: str) -> Callable[[Workspace, str], Path]:
+    def train(ws: Workspace, name: str) -> Path:
+        from facelab.embed_track import train_embedding_run
+
+        return train_embedding_run(ws, head=head, name=name)
+
+    return train
+
+
+def _transfer(backbone: str, strategy: str, augment: str) -> Callable[[Workspace, str], Path]:
+    def train(ws: Workspace, name: str) -> Path:
+        from facelab.config import TrainConfig
+        from facelab.transfer import NullReporter, train_workspace
+
+        config = TrainConfig(backbone=backbone, strategy=strategy, augment=augment)
+        return train_workspace(ws, config, name=name, reporter=NullReporter()).run_dir
+
+    return train
+
+
+# Cheapest first. Estimates were measured on 2 CPU cores (docs/benchmarks.md) and are generous.
+CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("emb-dlib-prototype", 0.0, 3, _embedding("prototype"), "dlib-bin"),
+    Candidate("emb-dlib-knn", 0.0, 3, _embedding("knn"), "dlib-bin"),
+    Candidate("emb-dlib-linear", 0.002, 5, _embedding("linear"), "dlib-bin"),
+    Candidate(
+        "mobilenet_v2-feature-extract-rotation",
+        0.12,
+        15,
+        _transfer("mobilenet_v2", "feature-extract", "rotation"),
+    ),
+    Candidate(
+        "efficientnet_lite0-feature-extract-rotation",
+        0.15,
+        15,
+        _transfer("efficientnet_lite0", "feature-extract", "rotation"),
+    ),
+    Candidate("mobilenet_v2-two-stage-rotation", 1.6, 30, _transfer("mobilenet_v2", "two-stage", "rotation")),
+)
+
+
+@dataclass
+class AutoOutcome:
+    winner: Path
+    rows: list[dict]
+    metrics: dict
+    comparison: Path
+    skipped: list[str] = field(default_factory=list)
+
+
+def calibrate_run(
+    ws: Workspace,
+    run_dir: Path,
+    strangers: Path | None = None,
+    target_fpir: float = 0.01,
+    bystanders: bool | None = None,
+) -> dict:
+    """Set a run's unknown threshold from validation faces and strangers; writes ``openset.json``.
+
+    Negatives are the calibration half of ``strangers`` and, when ``bystanders`` (default: only when
+    no strangers folder is given), the bystander faces of the train and val photos — other people in
+    the user's own photos, free negatives (some may be known people, which makes the threshold
+    stricter than needed, never looser).
+    """
+    from facelab.openset import calibrate, stranger_scores, top_two
+
+    model = load_model(run_dir)
+    val = load_items(ws, "val", read_summary(run_dir).get("faces", FaceSelection.RESOLVED))
+    if not val:
+        val = load_items(ws, "train", FaceSelection.RESOLVED)
+    scores = model.predict_items(val)
+    index, best, margin = top_two(scores)
+    correct = np.array([model.classes[i] == item.person for i, item in zip(index, val, strict=True)])
+    negatives = []
+    sources = []
+    if strangers is not None:
+        negatives.append(stranger_scores(model, strangers, part="calibration"))
+        sources.append(f"{strangers} (calibration half)")
+    if bystanders is None:
+        bystanders = strangers is None
+    if bystanders:
+        others = [
+            item
+            for item in load_items(ws, None, FaceSelection.ALL)
+            if item.role == "bystander" and item.split in ("train", "val")
+        ]
+        if others:
+            negatives.append(model.predict_items(others).max(axis=1))
+            sources.append(f"{len(others)} bystander faces of the user's photos")
+    impostor = np.concatenate(negatives) if negatives else np.zeros(0)
+    calibration = calibrate(
+        impostor,
+        best,
+        correct,
+        target_fpir,
+        score_kind=model.score_kind,
+        stranger_source="; ".join(sources),
+        margins=margin,
+    )
+    payload = calibration.to_json()
+    write_text_atomic(json.dumps(payload, indent=2) + "\n", run_dir / "openset.json")
+    return payload
+
+
+def _rank_key(row: dict) -> tuple:
+    return (-(row.get("val_accuracy") or 0.0), row.get("params_total") or 0, row.get("train_seconds") or 0)
+
+
+def auto_select(
+    ws: Workspace,
+    *,
+    budget_minutes: float = 10.0,
+    strangers: Path | None = None,
+    target_fpir: float = 0.01,
+    candidates: tuple[Candidate, ...] = CANDIDATES,
+    progress: Progress | None = None,
+) -> AutoOutcome:
+    """Train what fits in the budget, pick and calibrate the winner, test it, mark it current."""
+    from facelab.compare import compare_runs, run_row
+    from facelab.evaluate import evaluate_run
+
+    n_train = len(load_items(ws, "train", FaceSelection.RESOLVED))
+    if n_train == 0:
+        raise ValueError(f"{ws.root}: no training faces; run `facelab build` and `facelab split` first")
+    deadline = time.monotonic() + budget_minutes * 60
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs: list[Path] = []
+    skipped: list[str] = []
+    for number, candidate in enumerate(candidates, start=1):
+        left = deadline - time.monotonic()
+        estimate = candidate.estimate(n_train)
+        if runs and estimate > left:
+            skipped.append(f"{candidate.name}: needs ~{estimate:.0f} s, {max(left, 0):.0f} s of budget left")
+            continue
+        try:
+            runs.append(candidate.train(ws, f"auto-{stamp}-{candidate.name}"))
+        except ImportError as exc:
+            skipped.append(f"{candidate.name}: not installed ({exc}); pip install {candidate.needs}")
+        except RuntimeError as exc:  # e.g. weights or an embedding model missing
+            skipped.append(f"{candidate.name}: {exc}")
+        if progress:
+            progress(number, len(candidates), candidate.name)
+    if not runs:
+        raise RuntimeError("no candidate could be trained: " + "; ".join(skipped))
+    rows = sorted((run_row(r) for r in runs), key=_rank_key)
+    winner = ws.runs_dir / rows[0]["run"]
+    calibrate_run(ws, winner, strangers, target_fpir)
+    metrics = evaluate_run(winner, split="test", strangers=strangers)
+    ws.set_setting("current_model", winner.name)
+    comparison = ws.runs_dir / f"auto-{stamp}-comparison.md"
+    rows = compare_runs(runs, comparison)
+    return AutoOutcome(winner=winner, rows=rows, metrics=metrics, comparison=comparison, skipped=skipped)
+
+
+def current_model(ws: Workspace) -> Model:
+    """The workspace's current model (set by auto / run), loaded."""
+    name = ws.setting("current_model")
+    if not name or not (ws.runs_dir / name).is_dir():
+        raise FileNotFoundError(f"{ws.root} has no current model yet: run `facelab auto {ws.root}` first")
+    return load_model(ws.runs_dir / name)

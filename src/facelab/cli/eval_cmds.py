@@ -1,0 +1,167 @@
+"""Commands that judge and choose models: evaluate, compare, auto, and the whole-pipeline run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from facelab.cli.app import app
+from facelab.cli.common import open_workspace, progress_bar
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or value != value else f"{value:.1%}"
+
+
+def print_metrics(metrics: dict, run_dir: Path) -> None:
+    console.print(
+        f"[bold]{metrics['run']}[/] on {metrics['split']}: face accuracy [bold]{_pct(metrics['accuracy'])}[/] "
+        f"({metrics['n_images']} faces); photo accuracy [bold]{_pct(metrics.get('photo_accuracy'))}[/] "
+        f"({metrics.get('n_photos', 0)} photos, {metrics.get('photos_no_face', 0)} with no face found); "
+        f"person named on some face: {_pct(metrics.get('any_face_recall'))}"
+    )
+    if "fpir" in metrics:
+        console.print(
+            f"unknown threshold {metrics.get('threshold')}: strangers named (FPIR) {_pct(metrics.get('fpir'))}, "
+            f"known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
+        )
+    per_class = metrics.get("per_class") or {}
+    if per_class:
+        weakest = min(per_class.items(), key=lambda kv: kv[1]["f1"])
+        console.print(f"weakest person: {weakest[0]} (F1 {weakest[1]['f1']:.2f})")
+    console.print(f"report: {run_dir / 'report.md'}  pictures: confusion_matrix.png, errors.png")
+
+
+@app.command()
+def evaluate(
+    run: Annotated[Path, typer.Argument(help="Run folder (WS/runs/NAME).")],
+    split: Annotated[str, typer.Option(help="Split to evaluate: test (default), val or train.")] = "test",
+    strangers: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of photos of people NOT in the data set: measures how often they get a name."
+        ),
+    ] = None,
+) -> None:
+    """Accuracy (face and photo level), per-person scores, confusion matrix, error gallery, open-set rates.
+
+    Writes metrics.json, confusion_matrix.png, errors.png and report.md into the run folder.
+    """
+    from facelab.evaluate import evaluate_run
+
+    if not (run / "summary.json").exists():
+        err.print(f"[red]{run} is not a run folder[/] (no summary.json); runs live in WS/runs/")
+        raise typer.Exit(2)
+    metrics = evaluate_run(run, split=split, strangers=strangers)
+    print_metrics(metrics, run)
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders to compare.")],
+    out: Annotated[Path, typer.Option(help="Table file (.md; .csv and .png are written beside it).")] = Path(
+        "comparison.md"
+    ),
+) -> None:
+    """One row per run (both tracks): backbone, strategy, augment, weights, size, time, accuracies."""
+    from facelab.compare import compare_runs, to_markdown
+
+    missing = [r for r in runs if not (r / "summary.json").exists()]
+    if missing:
+        err.print(f"[red]not run folders[/]: {', '.join(map(str, missing))}")
+        raise typer.Exit(2)
+    rows = compare_runs(runs, out)
+    console.print(to_markdown(rows))
+    console.print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.csv')}, {out.with_suffix('.png')}")
+
+
+@app.command()
+def auto(
+    workspace: Annotated[Path, typer.Argument(help="Workspace folder (after build and split).")],
+    budget: Annotated[float, typer.Option(help="Minutes to spend training candidates.")] = 10.0,
+    strangers: Annotated[
+        Path | None, typer.Option(help="Photos of people not in the data set, to calibrate 'unknown'.")
+    ] = None,
+) -> None:
+    """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test."""
+    from facelab.auto import auto_select
+
+    with open_workspace(workspace) as ws:
+        with progress_bar("Candidates", quiet=False) as advance:
+            outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
+    _print_auto(outcome)
+
+
+def _print_auto(outcome) -> None:  # noqa: ANN001 - AutoOutcome
+    table = Table(title="Candidates (best on validation first)")
+    for column in ("run", "val accuracy", "seconds", "params"):
+        table.add_column(column)
+    for row in outcome.rows:
+        table.add_row(
+            row["run"],
+            _pct(row.get("val_accuracy")),
+            f"{row.get('train_seconds') or 0:.0f}",
+            f"{row.get('params_total') or 0:,}",
+        )
+    console.print(table)
+    for note in outcome.skipped:
+        err.print(f"[yellow]skipped[/] {note}")
+    console.print(f"winner: [bold]{outcome.winner.name}[/] (now the workspace's current model)")
+    print_metrics(outcome.metrics, outcome.winner)
+    console.print(f"comparison: {outcome.comparison}")
+
+
+@app.command(name="run")
+def run_pipeline(
+    photos: Annotated[Path, typer.Argument(help="Folder with one sub-folder of photos per person.")],
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path(
+        "workspace"
+    ),
+    budget: Annotated[float, typer.Option(help="Minutes for training candidates.")] = 10.0,
+    strangers: Annotated[
+        Path | None,
+        typer.Option(
+            help="Photos of people not in the data set, to calibrate 'unknown' (default: the shared set)."
+        ),
+    ] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector (see `facelab detectors`).")] = None,
+    seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+) -> None:
+    """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
+    from facelab.auto import auto_select
+    from facelab.build import build as run_build
+    from facelab.cli.data_cmds import print_build_summary, print_split_summary, resolve_identities_cli
+    from facelab.reports import write_reports
+    from facelab.split import split_workspace
+
+    with open_workspace(workspace, create=True) as ws:
+        console.rule("1/4 build: find and crop faces")
+        with progress_bar("Finding faces") as advance:
+            built = run_build(photos, ws, detector=detector, progress=advance)
+        for issue in built.errors:
+            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}")
+        if built.readable == 0:
+            err.print(f"[red]No readable photos under {photos}[/] (expected {photos}/<person>/<photo>.jpg)")
+            raise typer.Exit(1)
+        resolve_identities_cli(ws, quiet=False)
+        write_reports(ws)
+        print_build_summary(built, ws)
+        console.rule("2/4 split: train / val / test by photo")
+        print_split_summary(split_workspace(ws, seed=seed))
+        console.rule("3/4 auto: train candidates, pick the best on validation")
+        with progress_bar("Candidates") as advance:
+            outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
+        console.rule("4/4 result")
+        _print_auto(outcome)
+        console.print(
+            f"{len(built.no_face)} photo(s) with no face found: {ws.reports_dir / 'no_face.csv'}; "
+            f"faces and their roles: {ws.reports_dir / 'faces.csv'}"
+        )
+        console.print(f"Recognize people with: facelab recognize {workspace} PHOTO_OR_FOLDER")

@@ -1,0 +1,259 @@
+"""Evaluate a run on a split: closed-set, photo-level and open-set figures, pictures and a report.
+
+Three views of "how good is it", because each answers a different question:
+
+* crop level (``accuracy``): of the faces that are the person, how many get the right name —
+  the seed's test accuracy;
+* photo level (``photo_accuracy``, ``any_face_recall``): of the test photos of a person, on how
+  many is the person named on the face chosen as theirs / on any face. A photo whose face was
+  never found counts as a miss, as it does for a person looking at the result;
+* open set (``threshold``, ``fpir``, ``fnir``): how often a stranger gets a name, and how often a
+  known person is rejected or misnamed, at the run's threshold.
+
+The test split is used only here, never for choosing anything.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from facelab.imageio import write_text_atomic
+from facelab.items import FaceSelection, SplitItem, load_items
+from facelab.runs import Model, load_model, read_summary
+from facelab.store import Workspace
+
+UNKNOWN = "unknown"
+
+
+def closed_set_metrics(y_true: list[str], y_pred: list[str], classes: list[str]) -> dict:
+    """Accuracy, per-person precision/recall/F1 and the confusion matrix (rows true, columns predicted).
+
+    ``classes`` fixes the matrix order; predictions outside it (e.g. ``unknown``) count as errors
+    and get their own column.
+    """
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
+    labels = list(classes)
+    extra = sorted({p for p in y_pred if p not in labels})
+    labels_all = labels + extra
+    if not y_true:
+        return {
+            "accuracy": float("nan"),
+            "per_class": {},
+            "confusion_matrix": [],
+            "classes": labels_all,
+            "n_images": 0,
+        }
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(labels)
+    }
+    matrix = confusion_matrix(y_true, y_pred, labels=labels_all)
+    return {
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_class": per_class,
+        "confusion_matrix": matrix.tolist(),
+        "classes": labels_all,
+        "n_images": len(y_true),
+    }
+
+
+def decide(scores: np.ndarray, classes: list[str], threshold: float | None) -> list[str]:
+    """Names for rows of scores: the best class, or ``unknown`` under the threshold."""
+    best = scores.argmax(axis=1)
+    names = [classes[i] for i in best]
+    if threshold is not None:
+        top = scores.max(axis=1)
+        names = [n if s >= threshold else UNKNOWN for n, s in zip(names, top, strict=True)]
+    return names
+
+
+@dataclass
+class PhotoOutcome:
+    photo: Path
+    person: str
+    n_faces: int
+    chosen_name: str | None
+    named_on_any: bool
+
+
+def photo_level(
+    ws: Workspace, model: Model, split: str, threshold: float | None = None
+) -> tuple[dict, list[PhotoOutcome]]:
+    """Judge whole photos: is the photo's person named on their face / on any face of it?"""
+    photos = ws.query(
+        "SELECT id, path, person, status FROM photos WHERE split = ? AND status IN ('ok', 'no_face')",
+        (split,),
+    )
+    items = load_items(ws, split, FaceSelection.ALL)
+    by_photo: dict[int, list[SplitItem]] = defaultdict(list)
+    for item in items:
+        by_photo[item.photo_id].append(item)
+    names: list[str] = []
+    if items:
+        names = decide(model.predict_items(items), model.classes, threshold)
+    name_of = {item.face_id: name for item, name in zip(items, names, strict=True)}
+    outcomes: list[PhotoOutcome] = []
+    for photo in photos:
+        faces = by_photo.get(photo["id"], [])
+        person = photo["person"]
+        chosen = [f for f in faces if f.role == "person"] or sorted(
+            faces, key=lambda f: f.face.box.area, reverse=True
+        )[:1]
+        outcomes.append(
+            PhotoOutcome(
+                photo=Path(photo["path"]),
+                person=person,
+                n_faces=len(faces),
+                chosen_name=name_of[chosen[0].face_id] if chosen else None,
+                named_on_any=any(name_of[f.face_id] == person for f in faces),
+            )
+        )
+
+    def share(selected: list[PhotoOutcome], hit) -> float:  # noqa: ANN001
+        return float(np.mean([hit(o) for o in selected])) if selected else float("nan")
+
+    single = [o for o in outcomes if o.n_faces == 1]
+    multi = [o for o in outcomes if o.n_faces > 1]
+    right = lambda o: o.chosen_name == o.person  # noqa: E731
+    metrics = {
+        "photo_accuracy": share(outcomes, right),
+        "any_face_recall": share(outcomes, lambda o: o.named_on_any),
+        "n_photos": len(outcomes),
+        "photos_single_face": len(single),
+        "photos_multi_face": len(multi),
+        "photos_no_face": sum(o.n_faces == 0 for o in outcomes),
+        "photo_accuracy_single_face": share(single, right),
+        "photo_accuracy_multi_face": share(multi, right),
+    }
+    return metrics, outcomes
+
+
+def evaluate_run(
+    run_dir: Path | str,
+    split: str = "test",
+    strangers: Path | None = None,
+    workspace: Path | None = None,
+) -> dict:
+    """Evaluate a run folder on ``split``; writes ``metrics.json``, plots and ``report.md`` into it."""
+    from facelab import plots
+
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    ws_root = Path(workspace or summary.get("workspace") or run_dir.parent.parent)
+    started = time.perf_counter()
+    model = load_model(run_dir)
+    with Workspace(ws_root, create=False) as ws:
+        faces = summary.get("faces", FaceSelection.RESOLVED.value)
+        items = load_items(ws, split, faces)
+        scores = model.predict_items(items) if items else np.zeros((0, len(model.classes)))
+        y_true = [item.person for item in items]
+        y_pred = decide(scores, model.classes, None) if items else []
+        metrics = {"run": run_dir.name, "split": split, **closed_set_metrics(y_true, y_pred, model.classes)}
+        photo_metrics, outcomes = photo_level(ws, model, split)
+        metrics.update(photo_metrics)
+        if model.threshold is not None or strangers is not None:
+            metrics.update(_open_set(model, scores, y_true, strangers, run_dir, plots))
+    metrics["seconds"] = round(time.perf_counter() - started, 2)
+    metrics["weights"] = summary.get("weights")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(json.dumps(_jsonable(metrics), indent=2) + "\n", run_dir / "metrics.json")
+    if metrics["n_images"]:
+        plots.confusion_matrix_plot(
+            np.array(metrics["confusion_matrix"]), metrics["classes"], run_dir / "confusion_matrix.png"
+        )
+        errors = [
+            (item.crop_path, item.person, pred, float(row.max()))
+            for item, pred, row in zip(items, y_pred, scores, strict=True)
+            if pred != item.person
+        ]
+        plots.error_gallery(errors, run_dir / "errors.png")
+    write_text_atomic(report_markdown(summary, metrics, outcomes), run_dir / "report.md")
+    return metrics
+
+
+def _open_set(
+    model: Model, scores: np.ndarray, y_true: list[str], strangers: Path | None, run_dir: Path, plots
+) -> dict:  # noqa: ANN001, E501
+    from facelab.openset import evaluate_open_set, stranger_scores
+
+    correct = np.array(
+        [model.classes[i] == t for i, t in zip(scores.argmax(axis=1), y_true, strict=True)], dtype=bool
+    )
+    genuine = scores.max(axis=1) if len(scores) else np.zeros(0)
+    impostor = stranger_scores(model, strangers, part="evaluation") if strangers else np.zeros(0)
+    threshold = model.threshold
+    result = evaluate_open_set(genuine, correct, impostor, threshold)
+    if len(impostor):
+        plots.det_plot(result, run_dir / "det.png")
+    return {
+        key: result[key]
+        for key in ("threshold", "fpir", "fnir", "n_strangers", "score_kind")
+        if key in result
+    }
+
+
+def _jsonable(value):  # noqa: ANN001, ANN202
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    return value
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.1%}"
+
+
+def report_markdown(summary: dict, metrics: dict, outcomes: list[PhotoOutcome]) -> str:
+    """A short report a person can read: headline figures, weakest people, pictures, misses."""
+    lines = [
+        f"# {metrics['run']} — {metrics['split']} split",
+        "",
+        f"- model: {summary.get('track', 'transfer')} / {summary.get('backbone')} / {summary.get('strategy')} "
+        f"/ {summary.get('augment')} (weights: {summary.get('weights')})",
+        f"- face accuracy: **{_pct(metrics['accuracy'])}** on {metrics['n_images']} faces",
+        f"- photo accuracy: **{_pct(metrics.get('photo_accuracy'))}** on {metrics.get('n_photos', 0)} photos "
+        f"(single-face {_pct(metrics.get('photo_accuracy_single_face'))}, "
+        f"multi-face {_pct(metrics.get('photo_accuracy_multi_face'))}, "
+        f"{metrics.get('photos_no_face', 0)} without a detected face)",
+        f"- person named on some face of the photo: {_pct(metrics.get('any_face_recall'))}",
+    ]
+    if "fpir" in metrics:
+        lines.append(
+            f"- unknown threshold {metrics.get('threshold')}: strangers given a name (FPIR) "
+            f"{_pct(metrics.get('fpir'))}, known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
+        )
+    per_class = metrics.get("per_class", {})
+    if per_class:
+        lines += ["", "| person | precision | recall | F1 | faces |", "|---|---:|---:|---:|---:|"]
+        for name, row in sorted(per_class.items(), key=lambda kv: kv[1]["f1"]):
+            lines.append(
+                f"| {name} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1']:.2f} | {row['support']} |"
+            )
+    lines += ["", "Pictures: `confusion_matrix.png`, `errors.png` (misnamed faces)"]
+    missed = [o for o in outcomes if o.chosen_name != o.person]
+    if missed:
+        lines += ["", "## Photos not named right", ""]
+        for o in missed[:50]:
+            said = o.chosen_name or "no face found"
+            lines.append(f"- `{o.photo}` ({o.person}, {o.n_faces} faces): {said}")
+    return "\n".join(lines) + "\n"
