@@ -152,9 +152,7 @@ def test_split_groups_duplicates_and_never_leaks(tmp_path: Path, shared_data: Pa
         build(photos, ws)
         result = split_workspace(ws, (0.6, 0.2, 0.2), seed=3)
         assert result.groups_merged >= 2
-        splits = {
-            r["path"]: r["split"] for r in ws.query("SELECT path, split FROM photos WHERE status = 'ok'")
-        }
+        splits = {r["path"]: r["split"] for r in ws.query("SELECT path, split FROM photos WHERE status = 'ok'")}
         twins = [p for p in splits if Path(p).stem.startswith(first.stem) or "resized_copy" in p]
         assert len(twins) == 3 and len({splits[p] for p in twins}) == 1
         for person in ("alice", "bob"):

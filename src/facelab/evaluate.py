@@ -50,9 +50,7 @@ def closed_set_metrics(y_true: list[str], y_pred: list[str], classes: list[str])
             "classes": labels_all,
             "n_images": 0,
         }
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
     per_class = {
         name: {
             "precision": float(precision[i]),
@@ -111,9 +109,9 @@ def photo_level(
     for photo in photos:
         faces = by_photo.get(photo["id"], [])
         person = photo["person"]
-        chosen = [f for f in faces if f.role == "person"] or sorted(
-            faces, key=lambda f: f.face.box.area, reverse=True
-        )[:1]
+        chosen = [f for f in faces if f.role == "person"] or sorted(faces, key=lambda f: f.face.box.area, reverse=True)[
+            :1
+        ]
         outcomes.append(
             PhotoOutcome(
                 photo=Path(photo["path"]),
@@ -124,7 +122,7 @@ def photo_level(
             )
         )
 
-    def share(selected: list[PhotoOutcome], hit) -> float:  # noqa: ANN001
+    def share(selected: list[PhotoOutcome], hit) -> float:
         return float(np.mean([hit(o) for o in selected])) if selected else float("nan")
 
     single = [o for o in outcomes if o.n_faces == 1]
@@ -188,26 +186,20 @@ def evaluate_run(
 
 def _open_set(
     model: Model, scores: np.ndarray, y_true: list[str], strangers: Path | None, run_dir: Path, plots
-) -> dict:  # noqa: ANN001, E501
+) -> dict:
     from facelab.openset import evaluate_open_set, stranger_scores
 
-    correct = np.array(
-        [model.classes[i] == t for i, t in zip(scores.argmax(axis=1), y_true, strict=True)], dtype=bool
-    )
+    correct = np.array([model.classes[i] == t for i, t in zip(scores.argmax(axis=1), y_true, strict=True)], dtype=bool)
     genuine = scores.max(axis=1) if len(scores) else np.zeros(0)
     impostor = stranger_scores(model, strangers, part="evaluation") if strangers else np.zeros(0)
     threshold = model.threshold
     result = evaluate_open_set(genuine, correct, impostor, threshold)
     if len(impostor):
         plots.det_plot(result, run_dir / "det.png")
-    return {
-        key: result[key]
-        for key in ("threshold", "fpir", "fnir", "n_strangers", "score_kind")
-        if key in result
-    }
+    return {key: result[key] for key in ("threshold", "fpir", "fnir", "n_strangers", "score_kind") if key in result}
 
 
-def _jsonable(value):  # noqa: ANN001, ANN202
+def _jsonable(value):
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

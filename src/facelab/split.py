@@ -129,9 +129,7 @@ def split_workspace(
                 assignment[photo_id] = split
     with ws.transaction() as conn:
         conn.execute("UPDATE photos SET split = NULL")
-        conn.executemany(
-            "UPDATE photos SET split = ? WHERE id = ?", [(s.value, pid) for pid, s in assignment.items()]
-        )
+        conn.executemany("UPDATE photos SET split = ? WHERE id = ?", [(s.value, pid) for pid, s in assignment.items()])
     ws.set_setting("split", json.dumps({"ratios": list(ratios), "seed": seed, "faces": str(faces)}))
     counts: dict[str, dict[str, int]] = defaultdict(lambda: {s.value: 0 for s in SPLITS})
     for photo_id, split in assignment.items():

@@ -238,9 +238,7 @@ class Workspace:
                 (role, distance, margin, face_id),
             )
         else:
-            self.conn.execute(
-                "UPDATE faces SET role = ?, role_source = ? WHERE id = ?", (role, source, face_id)
-            )
+            self.conn.execute("UPDATE faces SET role = ?, role_source = ? WHERE id = ?", (role, source, face_id))
 
     # -- embeddings ------------------------------------------------------------------------
     def put_embedding(self, face_id: int, model: str, vector: np.ndarray) -> None:

@@ -34,7 +34,7 @@ def detectors() -> None:
     console.print(table)
 
 
-def print_build_summary(result, ws) -> None:  # noqa: ANN001 - BuildResult, Workspace
+def print_build_summary(result, ws) -> None:
     table = Table(title="Photos per person")
     table.add_column("person")
     table.add_column("photos", justify="right")
@@ -104,7 +104,7 @@ def build(
             raise typer.Exit(1)
 
 
-def resolve_identities_cli(ws, quiet: bool) -> None:  # noqa: ANN001 - Workspace
+def resolve_identities_cli(ws, quiet: bool) -> None:
     """Embed faces and decide each face's role; falls back to the largest-face rule without dlib."""
     from facelab.identity import IdentityUnavailable, resolve_identities
 
@@ -189,7 +189,7 @@ def split(
         print_split_summary(result)
 
 
-def print_split_summary(result) -> None:  # noqa: ANN001 - SplitResult
+def print_split_summary(result) -> None:
     for warning in result.warnings:
         err.print(f"[yellow]warning[/] {warning}")
     table = Table(title="Photos per split")

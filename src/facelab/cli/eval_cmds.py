@@ -45,9 +45,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate: test (default), val or train.")] = "test",
     strangers: Annotated[
         Path | None,
-        typer.Option(
-            help="Folder of photos of people NOT in the data set: measures how often they get a name."
-        ),
+        typer.Option(help="Folder of photos of people NOT in the data set: measures how often they get a name."),
     ] = None,
 ) -> None:
     """Accuracy (face and photo level), per-person scores, confusion matrix, error gallery, open-set rates.
@@ -93,13 +91,12 @@ def auto(
     """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test."""
     from facelab.auto import auto_select
 
-    with open_workspace(workspace) as ws:
-        with progress_bar("Candidates", quiet=False) as advance:
-            outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
+    with open_workspace(workspace) as ws, progress_bar("Candidates", quiet=False) as advance:
+        outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
     _print_auto(outcome)
 
 
-def _print_auto(outcome) -> None:  # noqa: ANN001 - AutoOutcome
+def _print_auto(outcome) -> None:
     table = Table(title="Candidates (best on validation first)")
     for column in ("run", "val accuracy", "seconds", "params"):
         table.add_column(column)
@@ -121,15 +118,11 @@ def _print_auto(outcome) -> None:  # noqa: ANN001 - AutoOutcome
 @app.command(name="run")
 def run_pipeline(
     photos: Annotated[Path, typer.Argument(help="Folder with one sub-folder of photos per person.")],
-    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path(
-        "workspace"
-    ),
+    workspace: Annotated[Path, typer.Option("--workspace", "-w", help="Workspace folder.")] = Path("workspace"),
     budget: Annotated[float, typer.Option(help="Minutes for training candidates.")] = 10.0,
     strangers: Annotated[
         Path | None,
-        typer.Option(
-            help="Photos of people not in the data set, to calibrate 'unknown' (default: the shared set)."
-        ),
+        typer.Option(help="Photos of people not in the data set, to calibrate 'unknown' (default: the shared set)."),
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (see `facelab detectors`).")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
