@@ -78,6 +78,18 @@ def _to_rgb(image: Image.Image) -> Image.Image:
     return image
 
 
+def _upright(image: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation; a photo whose EXIF block is corrupt is taken as stored.
+
+    Some editors write broken EXIF into otherwise perfect JPEGs: losing the photo over a tag
+    would be worse than risking a rotated one (the rotation-tolerant detectors still find faces).
+    """
+    try:
+        return ImageOps.exif_transpose(image)
+    except (SyntaxError, ValueError, OSError, KeyError, TypeError):
+        return image
+
+
 def load_rgb(path: Path | str) -> np.ndarray:
     """Read a photo as an upright ``H×W×3`` uint8 RGB array.
 
@@ -116,7 +128,7 @@ def load_rgb(path: Path | str) -> np.ndarray:
                             "downscale it, or raise FACELAB_MAX_PIXELS if it is a genuine photo",
                         )
                     image.load()
-                    upright = ImageOps.exif_transpose(image)
+                    upright = _upright(image)
                     rgb = _to_rgb(upright)
                     return np.asarray(rgb, dtype=np.uint8).copy()
             finally:

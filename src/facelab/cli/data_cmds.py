@@ -61,6 +61,7 @@ def print_build_summary(result, ws) -> None:
     for loose in result.outside_person_folder:
         err.print(f"[yellow]skipped[/] {loose}: not inside a person folder — move it into PHOTOS/<person>/")
     console.print(f"Crops: {ws.crops_dir}   Reports: {ws.reports_dir}")
+    console.print(f"Check which face was taken as each person's: {ws.reports_dir / 'contact'}/<person>.html")
 
 
 @app.command()
@@ -85,6 +86,7 @@ def build(
     skipped; the command fails only when no photo at all could be read.
     """
     from facelab.build import build as run_build
+    from facelab.contact import write_contact_sheets
     from facelab.reports import write_reports
 
     with open_workspace(workspace, create=True) as ws:
@@ -95,6 +97,7 @@ def build(
         if resolve:
             resolve_identities_cli(ws, quiet)
         write_reports(ws)
+        write_contact_sheets(ws)
         print_build_summary(result, ws)
         if result.scanned == 0:
             err.print(f"[red]No photos found under {photos}[/]: expected {photos}/<person>/<photo>.jpg")

@@ -131,6 +131,7 @@ def run_pipeline(
     from facelab.auto import auto_select
     from facelab.build import build as run_build
     from facelab.cli.data_cmds import print_build_summary, print_split_summary, resolve_identities_cli
+    from facelab.contact import write_contact_sheets
     from facelab.reports import write_reports
     from facelab.split import split_workspace
 
@@ -145,6 +146,7 @@ def run_pipeline(
             raise typer.Exit(1)
         resolve_identities_cli(ws, quiet=False)
         write_reports(ws)
+        write_contact_sheets(ws)
         print_build_summary(built, ws)
         console.rule("2/4 split: train / val / test by photo")
         print_split_summary(split_workspace(ws, seed=seed))
