@@ -17,5 +17,12 @@ echo "facelab: installing into $VENV (first run takes a few minutes: torch is la
 pip install --upgrade pip setuptools wheel
 pip install -e '.[dev]'
 pip install --no-deps -r requirements-nodeps.txt
+# Browser tests drive Debian's Chromium (never a browser downloaded by a test tool). Installed when
+# we may (root with apt); without it those tests skip and say why.
+if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "facelab: installing Debian's chromium for the browser tests"
+    (apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }) \
+        || echo "facelab: could not install chromium; browser tests will be skipped"
+fi
 echo "$want" > "$stamp"
 echo "facelab: environment ready ($VENV)"

@@ -186,3 +186,20 @@ def test_split_warns_for_tiny_folders(tmp_path: Path, shared_data: Path) -> None
 def test_bad_ratios_are_refused(tmp_path: Path) -> None:
     with Workspace(tmp_path / "ws") as ws, pytest.raises(ValueError, match="sum"):
         split_workspace(ws, (0.5, 0.2, 0.2))
+
+
+def test_identical_copies_with_long_names_keep_their_own_crops(tmp_path: Path, shared_data: Path) -> None:
+    # sports5 holds byte-identical copies whose long names differ only at the end ("x.jpg", "x (1).jpg").
+    photos = tmp_path / "photos" / "dana"
+    photos.mkdir(parents=True)
+    source = sorted((shared_data / "strangers").iterdir())[0]
+    long_stem = "a_very_long_photo_name_downloaded_from_some_website_with_tracking_ids_123456789"
+    for i, name in enumerate((f"{long_stem}.jpg", f"{long_stem} (1).jpg", "b.jpg", "c.jpg")):
+        shutil.copy2(source if i < 2 else sorted((shared_data / "strangers").iterdir())[i], photos / name)
+    with Workspace(tmp_path / "ws") as ws:
+        build(tmp_path / "photos", ws)
+        paths = [r["path"] for r in ws.query("SELECT path FROM crops")]
+        assert len(paths) == len(set(paths)) == 4
+        split_workspace(ws)
+        exported = list((ws.dataset_dir).rglob("*.jpg"))
+        assert len(exported) == 4

@@ -74,8 +74,14 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def crop_name(photo: Path, sha256: str, index: int) -> str:
-    stem = _UNSAFE.sub("_", photo.stem)[:60] or "photo"
-    return f"{stem}-{sha256[:10]}-f{index}.jpg"
+    """A crop file name that is stable across runs and unique per photo *path* and face.
+
+    The content hash alone is not enough: byte-identical copies (``x.jpg`` and ``x (1).jpg``) are
+    two photos with their own rows, and long names cut to the same prefix must not collide.
+    """
+    stem = _UNSAFE.sub("_", photo.stem)[:50] or "photo"
+    where = hashlib.sha1(str(photo).encode("utf-8")).hexdigest()[:6]
+    return f"{stem}-{sha256[:8]}{where}-f{index}.jpg"
 
 
 def scan_person_folders(photos_root: Path) -> tuple[list[tuple[str, Path]], list[Path]]:

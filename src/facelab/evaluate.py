@@ -90,9 +90,13 @@ class PhotoOutcome:
 
 
 def photo_level(
-    ws: Workspace, model: Model, split: str, threshold: float | None = None
+    ws: Workspace, model: Model, split: str, threshold: float | None = None, use_roles: bool = True
 ) -> tuple[dict, list[PhotoOutcome]]:
-    """Judge whole photos: is the photo's person named on their face / on any face of it?"""
+    """Judge whole photos: is the photo's person named on their face / on any face of it?
+
+    The face "chosen as theirs" is the one identity resolution marked ``person`` (``use_roles``),
+    else the largest face — the usual rule of tools without identity resolution.
+    """
     photos = ws.query(
         "SELECT id, path, person, status FROM photos WHERE split = ? AND status IN ('ok', 'no_face')",
         (split,),
@@ -109,9 +113,8 @@ def photo_level(
     for photo in photos:
         faces = by_photo.get(photo["id"], [])
         person = photo["person"]
-        chosen = [f for f in faces if f.role == "person"] or sorted(faces, key=lambda f: f.face.box.area, reverse=True)[
-            :1
-        ]
+        by_role = [f for f in faces if f.role == "person"] if use_roles else []
+        chosen = by_role or sorted(faces, key=lambda f: f.face.box.area, reverse=True)[:1]
         outcomes.append(
             PhotoOutcome(
                 photo=Path(photo["path"]),
@@ -162,7 +165,7 @@ def evaluate_run(
         y_true = [item.person for item in items]
         y_pred = decide(scores, model.classes, None) if items else []
         metrics = {"run": run_dir.name, "split": split, **closed_set_metrics(y_true, y_pred, model.classes)}
-        photo_metrics, outcomes = photo_level(ws, model, split)
+        photo_metrics, outcomes = photo_level(ws, model, split, use_roles=faces != FaceSelection.ALL.value)
         metrics.update(photo_metrics)
         if model.threshold is not None or strangers is not None:
             metrics.update(_open_set(model, scores, y_true, strangers, run_dir, plots))

@@ -1,0 +1,775 @@
+"""The JSON API under ``/api`` — the same operations as the pages, documented at ``/docs``.
+
+Handlers are plain ``def`` functions: FastAPI runs them in its thread pool, which suits SQLite,
+face detection and the other blocking work they do. Every file is addressed by a database id (or,
+for run files, by a run name from the runs listing and a fixed file name), never by a client path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import FileResponse, JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from facelab.config import Augment, Strategy
+from facelab.server import workspace_ops as ops
+from facelab.server.jobs import TrainMode, TrainParams
+from facelab.server.recognition import recognize_file, verify_files
+from facelab.server.security import inside_workspace, validate_person_name
+from facelab.server.state import ServerState
+from facelab.store import Workspace
+from facelab.types import Box, CropStatus
+
+router = APIRouter(prefix="/api")
+
+# Files of a run folder the app shows; anything else in a run folder (weights) is not served.
+RUN_FILES = {
+    "curves.png": "image/png",
+    "confusion_matrix.png": "image/png",
+    "errors.png": "image/png",
+    "det.png": "image/png",
+    "report.md": "text/markdown; charset=utf-8",
+    "metrics.json": "application/json",
+    "summary.json": "application/json",
+    "openset.json": "application/json",
+    "history.csv": "text/csv; charset=utf-8",
+    "config.yaml": "text/yaml; charset=utf-8",
+}
+PREVIEW_SIDES = {"thumb": 360, "large": 1600}
+
+
+def get_state(request: Request) -> ServerState:
+    return request.app.state.facelab
+
+
+State = Annotated[ServerState, Depends(get_state)]
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+class PersonIn(BaseModel):
+    name: str = Field(description="Letters, digits, spaces and - _ . (no slashes, no leading dot).", examples=["Ada"])
+
+
+class Person(BaseModel):
+    name: str
+    photos: int
+    photos_with_face: int
+    photos_no_face: int
+    photos_unreadable: int
+    faces_usable: int = Field(description="Faces that count as this person for training.")
+    crops_pending: int
+    crops_accepted: int
+    crops_rejected: int
+    to_review: int = Field(description="Crops worth a look: suspicious, ambiguous or low quality.")
+
+
+class Photo(BaseModel):
+    id: int
+    person: str
+    status: str = Field(description="ok | no_face | error")
+    error: str | None
+    width: int | None
+    height: int | None
+    faces: int
+    viewable: bool = Field(description="False for originals outside the workspace (never served).")
+    uploaded: bool
+
+
+class PersonDetail(Person):
+    photo_list: list[Photo]
+
+
+class UploadResult(BaseModel):
+    filename: str = Field(description="The name the client sent, echoed for display only.")
+    status: Literal["added", "duplicate", "rejected"]
+    reason: str | None = None
+    photo_id: int | None = None
+    faces: int | None = None
+    photo_status: str | None = None
+    code: int = Field(200, description="For a rejected file, the HTTP status saying why (400, 413, 415).")
+
+
+class UploadReport(BaseModel):
+    person: Person
+    added: int
+    duplicates: int
+    rejected: int
+    results: list[UploadResult]
+
+
+class FaceInfo(BaseModel):
+    id: int
+    idx: int
+    box: list[float] = Field(description="x1, y1, x2, y2 in the upright photo's pixels.")
+    score: float | None
+    role: str | None
+    role_source: str | None
+    detector: str | None
+    crop_id: int | None
+    crop_status: str | None
+    crop_person: str | None
+
+
+class PhotoDetail(Photo):
+    faces_list: list[FaceInfo]
+
+
+class BoxIn(BaseModel):
+    x1: float = Field(ge=0)
+    y1: float = Field(ge=0)
+    x2: float = Field(ge=0)
+    y2: float = Field(ge=0)
+
+
+class FaceCreated(BaseModel):
+    face_id: int
+    crop_id: int
+
+
+class Crop(BaseModel):
+    id: int
+    person: str
+    status: str = Field(description="pending | accepted | rejected")
+    role: str | None
+    role_source: str | None
+    quality: float | None
+    distance: float | None = Field(description="Embedding distance to the person's identity (larger: less alike).")
+    flagged: bool = False
+    photo_id: int | None = None
+
+
+class MoveIn(BaseModel):
+    person: str
+
+
+class TrainRequest(BaseModel):
+    """``auto`` trains candidates cheapest first within ``budget_minutes`` and keeps the best on
+    validation; ``embedding`` fits one head on dlib face embeddings (seconds); ``transfer`` trains
+    one CNN (``backbone`` × ``strategy`` × ``augment``; minutes on a CPU)."""
+
+    mode: TrainMode = TrainMode.AUTO
+    budget_minutes: float = Field(5.0, gt=0, le=24 * 60)
+    head: str = "prototype"
+    backbone: str = "mobilenet_v2"
+    strategy: Strategy = Strategy.FEATURE_EXTRACT
+    augment: Augment = Augment.ROTATION
+    epochs: int | None = Field(None, ge=1, le=1000)
+
+
+class Job(BaseModel):
+    id: str
+    params: dict[str, Any]
+    state: Literal["queued", "running", "done", "failed", "cancelled"]
+    created: float
+    started: float | None
+    finished: float | None
+    elapsed: float
+    phase: str
+    step: int
+    total: int
+    epoch: int | None
+    train_accuracy: float | None
+    val_accuracy: float | None
+    train_loss: float | None
+    val_loss: float | None
+    history: list[dict[str, Any]]
+    candidates: list[dict[str, Any]]
+    log: list[str]
+    run: str | None
+    result: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+
+
+class Run(BaseModel):
+    run: str
+    current: bool
+    status: str | None = None
+    files: list[str]
+    row: dict[str, Any] = Field(description="The comparison-table row (see facelab compare).")
+
+
+class RunDetail(Run):
+    summary: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+class CurrentIn(BaseModel):
+    run: str
+
+
+class RecognizedFace(BaseModel):
+    box: list[int]
+    name: str = Field(description="A person's name, or 'unknown'.")
+    score: float
+    margin: float | None
+    lookalike: bool
+    candidates: list[tuple[str, float]]
+
+
+class Recognized(BaseModel):
+    status: str
+    error: str | None
+    width: int
+    height: int
+    model: str
+    threshold: float | None
+    faces: list[RecognizedFace]
+
+
+class VerifyFace(BaseModel):
+    box: list[int]
+    faces_in_image: int
+
+
+class Verified(BaseModel):
+    same: bool
+    distance: float
+    threshold: float
+    model: str
+    faces: list[VerifyFace]
+
+
+class Status(BaseModel):
+    workspace: str
+    people: int
+    photos: int
+    crops: int
+    current_model: str | None
+    active_job: str | None
+    max_file_bytes: int
+    max_files: int
+    max_request_bytes: int
+
+
+class Options(BaseModel):
+    modes: list[str]
+    heads: dict[str, str]
+    backbones: dict[str, str]
+    strategies: list[str]
+    augments: list[str]
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _upload_files(state: ServerState, files: list[UploadFile]) -> None:
+    if not files:
+        raise ops.OpError("no files in the upload (send them as multipart field 'files')", 400)
+    if len(files) > state.limits.max_files:
+        raise ops.OpError(f"at most {state.limits.max_files} files per request; send the rest in another", 413)
+
+
+def _single_upload(state: ServerState, ws: Workspace, upload: UploadFile) -> Path:
+    """A received upload that is a readable image, as a temporary file inside the workspace."""
+    tmp = ops.receive_file(upload.file, ops.tmp_dir(ws), state.limits.max_file_bytes)
+    try:
+        ops.check_image(tmp)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def run_dir_of(ws: Workspace, name: str) -> Path:
+    """The run folder called ``name`` — found by listing ``WS/runs``, never by joining a path."""
+    folder = ws.runs_dir
+    if folder.is_dir():
+        for entry in folder.iterdir():
+            if entry.name == name and entry.is_dir() and (entry / "summary.json").is_file():
+                real = inside_workspace(ws.root, entry / "summary.json")
+                if real is not None:
+                    return real.parent
+    raise ops.NotFound(f"no run called {name!r}")
+
+
+def run_listing(ws: Workspace) -> list[dict[str, Any]]:
+    """Every finished run of the workspace (newest first) with its comparison row."""
+    from facelab.compare import run_row
+
+    current = ws.setting("current_model")
+    runs = []
+    folder = ws.runs_dir
+    if not folder.is_dir():
+        return []
+    for entry in folder.iterdir():
+        if not entry.is_dir() or not (entry / "summary.json").is_file():
+            continue
+        try:
+            row = run_row(entry)
+            status = json.loads((entry / "summary.json").read_text()).get("status")
+        except (OSError, ValueError):
+            continue  # a run being written; it shows up on the next look
+        runs.append(
+            {
+                "run": entry.name,
+                "current": entry.name == current,
+                "status": status,
+                "files": sorted(f for f in RUN_FILES if (entry / f).is_file()),
+                "row": row,
+                "mtime": (entry / "summary.json").stat().st_mtime,
+            }
+        )
+    runs.sort(key=lambda r: r["mtime"], reverse=True)
+    for r in runs:
+        del r["mtime"]
+    return runs
+
+
+def crop_info(ws: Workspace, crop_id: int) -> dict[str, Any]:
+    row = ws.conn.execute(
+        "SELECT c.id, c.person, c.status, c.quality, f.role, f.role_source, f.distance, f.photo_id "
+        "FROM crops c JOIN faces f ON f.id = c.face_id WHERE c.id = ?",
+        (crop_id,),
+    ).fetchone()
+    if row is None:
+        raise ops.NotFound(f"no crop with id {crop_id}")
+    return {
+        "id": row["id"],
+        "person": row["person"],
+        "status": row["status"],
+        "role": row["role"],
+        "role_source": row["role_source"],
+        "quality": None if row["quality"] is None else round(row["quality"], 3),
+        "distance": None if row["distance"] is None else round(row["distance"], 3),
+        "photo_id": row["photo_id"],
+    }
+
+
+def photo_preview(ws: Workspace, photo_id: int, size: str) -> Path:
+    """An upright JPEG of a photo (EXIF applied, HEIC decoded), cached in the workspace."""
+    from facelab.imageio import ImageError, load_rgb, save_jpeg_atomic
+
+    source = ops.photo_file(ws, photo_id)
+    row = ops.photo_row(ws, photo_id)
+    side = PREVIEW_SIDES[size]
+    tag = (row["sha256"] or "nohash")[:16]
+    target = ops.previews_dir(ws) / f"{photo_id}-{tag}-{side}.jpg"
+    if not target.is_file():
+        import cv2
+
+        try:
+            rgb = load_rgb(source)
+        except ImageError as exc:
+            raise ops.OpError(f"{exc.reason} — {exc.fix}", 409) from exc
+        height, width = rgb.shape[:2]
+        scale = side / max(height, width)
+        if scale < 1:
+            rgb = cv2.resize(
+                rgb, (max(1, round(width * scale)), max(1, round(height * scale))), interpolation=cv2.INTER_AREA
+            )
+        save_jpeg_atomic(rgb, target, quality=85)
+    return target
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@router.get("/status", response_model=Status, tags=["status"])
+def status(state: State) -> dict[str, Any]:
+    """Counts, the current model and the running job, if any."""
+    with state.workspace() as ws:
+        counts = ws.query("SELECT (SELECT COUNT(*) FROM photos) AS photos, (SELECT COUNT(*) FROM crops) AS crops")[0]
+        people = len(ops.person_names(ws))
+        current = ws.setting("current_model")
+    job = state.jobs.active()
+    return {
+        "workspace": state.root.name,
+        "people": people,
+        "photos": counts["photos"],
+        "crops": counts["crops"],
+        "current_model": current,
+        "active_job": job.id if job else None,
+        "max_file_bytes": state.limits.max_file_bytes,
+        "max_files": state.limits.max_files,
+        "max_request_bytes": state.limits.max_request_bytes,
+    }
+
+
+@router.get("/options", response_model=Options, tags=["training"])
+def options() -> dict[str, Any]:
+    """The choices a training job accepts."""
+    return training_options()
+
+
+def training_options() -> dict[str, Any]:
+    from facelab.backbones import registered
+    from facelab.embed_track import registered_heads
+
+    return {
+        "modes": [m.value for m in TrainMode],
+        "heads": {name: info.summary for name, info in registered_heads().items()},
+        "backbones": {name: spec.description for name, spec in registered().items()},
+        "strategies": [s.value for s in Strategy],
+        "augments": [a.value for a in Augment],
+    }
+
+
+# -- people and photos -------------------------------------------------------------------------
+
+
+@router.get("/people", response_model=list[Person], tags=["people"])
+def list_people(state: State) -> list[dict[str, Any]]:
+    """Everyone, with photo, face and review counts."""
+    with state.workspace() as ws:
+        return ops.people_summary(ws)
+
+
+@router.post("/people", response_model=Person, status_code=201, tags=["people"])
+def create_person(body: PersonIn, state: State) -> dict[str, Any]:
+    """Create a person (an empty folder to upload photos into)."""
+    with state.workspace() as ws:
+        name = ops.create_person(ws, body.name)
+        return ops.person_summary(ws, name)
+
+
+@router.get("/people/{name}", response_model=PersonDetail, tags=["people"])
+def get_person(name: str, state: State) -> dict[str, Any]:
+    """A person's counts and photos (those with no face found first)."""
+    with state.workspace() as ws:
+        name = ops.require_person(ws, name)
+        return {**ops.person_summary(ws, name), "photo_list": ops.person_photos(ws, name)}
+
+
+@router.post(
+    "/people/{name}/photos",
+    response_model=UploadReport,
+    responses={
+        400: {"description": "Every file was empty (the body is an upload report with `detail`)."},
+        413: {"description": "Too many files or bytes, or every file was over the size limit."},
+        415: {"description": "Every file was refused: not an image facelab can read."},
+    },
+    tags=["people"],
+)
+def upload_photos(
+    name: str,
+    state: State,
+    files: Annotated[list[UploadFile], File(description="Image files (JPEG, PNG, WebP, HEIC, …).")],
+) -> Any:
+    """Upload photos of a person; faces are found at once.
+
+    Each file is checked by its bytes (it must decode as an image within the size and pixel
+    limits) and stored under a name made from its content; the same photo twice is a
+    ``duplicate``. A file that is refused does not stop the others: the answer is 200 with a
+    result per file, unless every file was refused (then the status of the first refusal).
+    """
+    _upload_files(state, files)
+    with state.workspace() as ws:
+        name = ops.require_person(ws, name)
+        with state.exclusive():
+            outcomes, paths = [], []
+            for upload in files:
+                outcome, path = ops.stage_upload(
+                    upload.file, upload.filename or "", ws, name, state.limits.max_file_bytes
+                )
+                outcomes.append(outcome)
+                paths.append(path)
+            added = [p for p in paths if p is not None]
+            ops.process_uploads(ws, added, state.detector)
+            ops.describe_outcomes(ws, outcomes, paths)
+        report = {
+            "person": ops.person_summary(ws, name),
+            "added": sum(o.status == "added" for o in outcomes),
+            "duplicates": sum(o.status == "duplicate" for o in outcomes),
+            "rejected": sum(o.status == "rejected" for o in outcomes),
+            "results": [o.to_json() for o in outcomes],
+        }
+    if report["rejected"] == len(outcomes):
+        first = outcomes[0]
+        return JSONResponse({**report, "detail": f"no photo added: {first.reason}"}, status_code=first.code)
+    return report
+
+
+@router.get("/photos/{photo_id}", response_model=PhotoDetail, tags=["photos"])
+def get_photo(photo_id: int, state: State) -> dict[str, Any]:
+    """A photo and its faces (box, role, crop and review status)."""
+    with state.workspace() as ws:
+        return ops.photo_detail(ws, photo_id)
+
+
+@router.get(
+    "/photos/{photo_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["photos"],
+)
+def photo_image(
+    photo_id: int, state: State, size: Annotated[Literal["thumb", "large"], Query()] = "large"
+) -> FileResponse:
+    """The photo upright as JPEG (thumb: 360 px, large: 1600 px on the long side). Only photos
+    inside the workspace are served."""
+    with state.workspace() as ws:
+        path = photo_preview(ws, photo_id, size)
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@router.delete("/photos/{photo_id}", status_code=204, tags=["photos"])
+def delete_photo(photo_id: int, state: State) -> Response:
+    """Delete a photo uploaded through the app (its faces and crops too)."""
+    with state.workspace() as ws, state.exclusive():
+        ops.delete_photo(ws, photo_id)
+    return Response(status_code=204)
+
+
+@router.post("/photos/{photo_id}/faces", response_model=FaceCreated, status_code=201, tags=["photos"])
+def add_face(photo_id: int, box: BoxIn, state: State) -> dict[str, Any]:
+    """Add a face the detector missed: a box in the upright photo's pixels. It is stored as the
+    photo's person (decided by review) with an accepted crop."""
+    with state.workspace() as ws, state.exclusive():
+        return ops.add_manual_face(ws, photo_id, Box(box.x1, box.y1, box.x2, box.y2))
+
+
+# -- crops and review --------------------------------------------------------------------------
+
+
+@router.get("/crops", response_model=list[Crop], tags=["review"])
+def list_crops(
+    state: State,
+    person: str | None = None,
+    suspicious: Annotated[bool, Query(description="Only crops worth a look, most doubtful first.")] = False,
+) -> list[dict[str, Any]]:
+    """Crops in review order: per person, the most doubtful first."""
+    from facelab.review import list_crops as review_list
+
+    with state.workspace() as ws:
+        if person is not None:
+            person = ops.require_person(ws, person)
+        if suspicious:
+            photo_of = ops.crop_photo_ids(ws)
+            views = review_list(ws, person=person, suspicious=True)
+            return [{**ops.crop_json(v), "flagged": True, "photo_id": photo_of.get(v.id)} for v in views]
+        return ops.review_order(ws, person)
+
+
+@router.get(
+    "/crops/{crop_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["review"],
+)
+def crop_image(crop_id: int, state: State) -> FileResponse:
+    """The crop's JPEG."""
+    with state.workspace() as ws:
+        path = ops.crop_file(ws, crop_id)
+    return FileResponse(path, media_type="image/jpeg")
+
+
+def _set_status(state: ServerState, crop_id: int, status: CropStatus) -> dict[str, Any]:
+    from facelab.review import set_status
+
+    with state.workspace() as ws:
+        crop_info(ws, crop_id)  # 404 before anything changes
+        set_status(ws, [crop_id], status)
+        return crop_info(ws, crop_id)
+
+
+@router.post("/crops/{crop_id}/accept", response_model=Crop, tags=["review"])
+def accept_crop(crop_id: int, state: State) -> dict[str, Any]:
+    """This face is the person: it trains, and identity resolution never overrides the decision."""
+    return _set_status(state, crop_id, CropStatus.ACCEPTED)
+
+
+@router.post("/crops/{crop_id}/reject", response_model=Crop, tags=["review"])
+def reject_crop(crop_id: int, state: State) -> dict[str, Any]:
+    """Leave this face out of every data set."""
+    return _set_status(state, crop_id, CropStatus.REJECTED)
+
+
+@router.post("/crops/{crop_id}/move", response_model=Crop, tags=["review"])
+def move_crop(crop_id: int, body: MoveIn, state: State) -> dict[str, Any]:
+    """File the face under another (existing) person."""
+    from facelab.review import move_crop as review_move
+
+    with state.workspace() as ws:
+        try:
+            target = validate_person_name(body.person)
+        except ValueError as exc:
+            raise ops.OpError(str(exc), 422) from exc
+        target = ops.require_person(ws, target)
+        crop_info(ws, crop_id)
+        review_move(ws, crop_id, target)
+        return crop_info(ws, crop_id)
+
+
+# -- training ----------------------------------------------------------------------------------
+
+
+@router.post("/jobs", response_model=Job, status_code=202, tags=["training"])
+def start_job(body: TrainRequest, state: State) -> dict[str, Any]:
+    """Start training in the background; poll ``GET /api/jobs/{id}`` for progress."""
+    choices = training_options()
+    if body.mode is TrainMode.EMBEDDING and body.head not in choices["heads"]:
+        raise ops.OpError(f"unknown head {body.head!r}; choose one of: {', '.join(choices['heads'])}", 422)
+    if body.mode is TrainMode.TRANSFER and body.backbone not in choices["backbones"]:
+        raise ops.OpError(f"unknown backbone {body.backbone!r}; choose one of: {', '.join(choices['backbones'])}", 422)
+    with state.workspace() as ws:
+        if not ws.query("SELECT 1 FROM crops LIMIT 1"):
+            raise ops.OpError("no faces yet: upload photos of at least two people first", 409)
+    params = TrainParams(
+        mode=body.mode,
+        budget_minutes=body.budget_minutes,
+        head=body.head,
+        backbone=body.backbone,
+        strategy=body.strategy.value,
+        augment=body.augment.value,
+        epochs=body.epochs,
+    )
+    return state.jobs.start(params).to_json()
+
+
+@router.get("/jobs", response_model=list[Job], tags=["training"])
+def list_jobs(state: State) -> list[dict[str, Any]]:
+    """Jobs since the server started, newest first."""
+    return [job.to_json() for job in state.jobs.list()]
+
+
+@router.get("/jobs/{job_id}", response_model=Job, tags=["training"])
+def get_job(job_id: str, state: State) -> dict[str, Any]:
+    """A job's state and progress: phase, step of total, epoch, accuracies, log, and its run when done."""
+    return state.jobs.get(job_id).to_json()
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job, tags=["training"])
+def cancel_job(job_id: str, state: State) -> dict[str, Any]:
+    """Ask a running job to stop at its next progress report."""
+    return state.jobs.cancel(job_id).to_json()
+
+
+@router.get("/runs", response_model=list[Run], tags=["runs"])
+def list_runs(state: State) -> list[dict[str, Any]]:
+    """Trained runs, newest first, with their comparison rows."""
+    with state.workspace() as ws:
+        return run_listing(ws)
+
+
+@router.get("/runs/{name}", response_model=RunDetail, tags=["runs"])
+def get_run(name: str, state: State) -> dict[str, Any]:
+    """One run: its comparison row, summary and test metrics."""
+    with state.workspace() as ws:
+        folder = run_dir_of(ws, name)
+        listing = next(r for r in run_listing(ws) if r["run"] == folder.name)
+    summary = json.loads((folder / "summary.json").read_text())
+    metrics_path = folder / "metrics.json"
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    return {**listing, "summary": summary, "metrics": metrics}
+
+
+@router.get("/runs/{name}/files/{filename}", response_class=FileResponse, tags=["runs"])
+def run_file(name: str, filename: str, state: State) -> FileResponse:
+    """A picture or report of a run: one of curves.png, confusion_matrix.png, errors.png, det.png,
+    report.md, metrics.json, summary.json, openset.json, history.csv, config.yaml."""
+    if filename not in RUN_FILES:
+        raise ops.NotFound(f"{filename!r} is not a run file the app serves ({', '.join(sorted(RUN_FILES))})")
+    with state.workspace() as ws:
+        folder = run_dir_of(ws, name)
+        path = inside_workspace(ws.root, folder / filename)
+    if path is None:
+        raise ops.NotFound(f"run {name} has no {filename}")
+    return FileResponse(path, media_type=RUN_FILES[filename])
+
+
+@router.put("/current-model", response_model=Run, tags=["runs"])
+def set_current(body: CurrentIn, state: State) -> dict[str, Any]:
+    """Make a run the model that recognizes (the Recognize page and ``/api/recognize``)."""
+    with state.workspace() as ws:
+        folder = run_dir_of(ws, body.run)
+        ws.set_setting("current_model", folder.name)
+        listing = next(r for r in run_listing(ws) if r["run"] == folder.name)
+    state.models.clear()
+    return listing
+
+
+# -- recognition -------------------------------------------------------------------------------
+
+
+@router.post("/recognize", response_model=Recognized, tags=["recognize"])
+def recognize(
+    state: State, file: Annotated[UploadFile, File(description="A photo or a webcam frame.")]
+) -> dict[str, Any]:
+    """Find the faces of an image and name them with the current model (``unknown`` for strangers)."""
+    with state.workspace() as ws:
+        recognizer = state.models.recognizer(ws)
+        tmp = _single_upload(state, ws, file)
+    try:
+        return recognize_file(recognizer, tmp)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@router.post("/verify", response_model=Verified, tags=["recognize"])
+def verify(
+    state: State,
+    first: Annotated[UploadFile, File(description="First image.")],
+    second: Annotated[UploadFile, File(description="Second image.")],
+) -> dict[str, Any]:
+    """Are the largest faces of two images the same person? (dlib embeddings; same rule as facelab verify)"""
+    temps: list[Path] = []
+    try:
+        with state.workspace() as ws:
+            for upload in (first, second):
+                temps.append(_single_upload(state, ws, upload))
+            detector = state.detector or ws.setting("detector")
+        return verify_files(temps[0], temps[1], detector=detector)
+    finally:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+
+
+# -- albums ------------------------------------------------------------------------------------
+
+
+class AlbumFaceOut(BaseModel):
+    box: list[int]
+    name: str
+    score: float | None
+
+
+class AlbumPhotoOut(BaseModel):
+    path: str = Field(description="Where the photo lies in the indexed library (not served).")
+    taken: str
+    people: list[str]
+    faces: list[AlbumFaceOut]
+
+
+@router.get("/albums/names", response_model=list[str], tags=["albums"])
+def album_names(state: State) -> list[str]:
+    """Every name in the album index (``facelab album index`` builds it)."""
+    from facelab.albums import known_names
+
+    with state.workspace() as ws:
+        return known_names(ws)
+
+
+@router.get("/albums/find", response_model=list[AlbumPhotoOut], tags=["albums"])
+def album_find(
+    state: State,
+    name: Annotated[list[str], Query(description="People to look for (repeat the parameter).")],
+    any_: Annotated[bool, Query(alias="any", description="Any of the names instead of all of them.")] = False,
+    exclude: Annotated[list[str] | None, Query(description="People who must not be in the photo.")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+) -> list[dict[str, Any]]:
+    """Indexed photos showing all (or any) of the names and none of ``exclude``, newest first."""
+    from facelab.albums import find_photos
+
+    with state.workspace() as ws:
+        try:
+            photos = find_photos(ws, name, any_=any_, exclude=exclude or ())
+        except ValueError as exc:
+            raise ops.OpError(str(exc), 422) from exc
+    return [
+        {
+            "path": str(photo.path),
+            "taken": photo.taken_iso,
+            "people": photo.people,
+            "faces": [
+                {"box": list(face.box.as_ints()), "name": face.label, "score": face.score} for face in photo.faces
+            ],
+        }
+        for photo in photos[:limit]
+    ]

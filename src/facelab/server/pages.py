@@ -1,0 +1,224 @@
+"""Server-rendered pages: People, Review, Train (+ run results), Recognize, and the login page.
+
+Pages are rendered from the same functions the API calls; a little JavaScript per page
+(``static/*.js``) calls the API for uploads, review actions, job progress and recognition.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+
+from facelab.server import workspace_ops as ops
+from facelab.server.api import run_dir_of, run_listing, training_options
+from facelab.server.security import COOKIE_NAME, session_value, token_matches
+from facelab.server.state import ServerState
+
+router = APIRouter(include_in_schema=False)
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+
+
+def _pct(value: object) -> str:
+    if value is None or not isinstance(value, int | float) or value != value:
+        return "–"
+    return f"{value:.1%}"
+
+
+def _num(value: object, digits: int = 3) -> str:
+    if value is None or not isinstance(value, int | float) or value != value:
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+templates.env.filters["pct"] = _pct
+templates.env.filters["num"] = _num
+
+
+def _state(request: Request) -> ServerState:
+    return request.app.state.facelab
+
+
+def _render(request: Request, name: str, page: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+    state = _state(request)
+    with state.workspace() as ws:
+        current = ws.setting("current_model")
+    job = state.jobs.active()
+    return templates.TemplateResponse(
+        request,
+        name,
+        {
+            "page": page,
+            "workspace_name": state.root.name,
+            "current_model": current,
+            "active_job": job.id if job else None,
+            "limits": state.limits,
+            "auth": state.token is not None,
+            **context,
+        },
+        status_code=status_code,
+    )
+
+
+def _json_block(data: object) -> str:
+    """Data for a page's script, as text for a ``<script type="application/json">`` block.
+
+    ``<`` is escaped so no value can close the block; Jinja's autoescaping does the rest.
+    """
+    return json.dumps(data).replace("<", "\\u003c")
+
+
+@router.get("/")
+def home() -> RedirectResponse:
+    return RedirectResponse("/people", status_code=303)
+
+
+@router.get("/favicon.ico")
+def favicon() -> Response:
+    return Response(status_code=204)
+
+
+@router.get("/login")
+def login(request: Request, token: str | None = None, next: str = "/") -> Response:
+    """``/login?token=TOKEN`` sets the session cookie and goes on to ``next`` (a local path only)."""
+    state = _state(request)
+    target = next if next.startswith("/") and not next.startswith("//") and "\\" not in next else "/"
+    if state.token is None:
+        return RedirectResponse(target, status_code=303)
+    if token is not None and token_matches(token, state.token):
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            COOKIE_NAME,
+            session_value(state.token),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+            max_age=30 * 24 * 3600,
+        )
+        return response
+    error = "That token is not right." if token is not None else None
+    return templates.TemplateResponse(
+        request,
+        "login.html",
+        {"page": "login", "next": target, "error": error, "workspace_name": state.root.name},
+        status_code=401 if token is not None else 200,
+    )
+
+
+@router.get("/people")
+def people_page(request: Request) -> HTMLResponse:
+    with _state(request).workspace() as ws:
+        people = ops.people_summary(ws)
+    return _render(request, "people.html", "people", people=people)
+
+
+@router.get("/people/{name}")
+def person_page(request: Request, name: str) -> HTMLResponse:
+    try:
+        with _state(request).workspace() as ws:
+            name = ops.require_person(ws, name)
+            summary = ops.person_summary(ws, name)
+            photos = ops.person_photos(ws, name)
+    except ops.OpError as exc:
+        return _error(request, exc)
+    return _render(request, "person.html", "people", person=summary, photos=photos)
+
+
+@router.get("/review")
+def review_page(request: Request, person: str | None = None) -> HTMLResponse:
+    try:
+        with _state(request).workspace() as ws:
+            if person:
+                person = ops.require_person(ws, person)
+            crops = ops.review_order(ws, person or None)
+            names = ops.person_names(ws)
+    except ops.OpError as exc:
+        return _error(request, exc)
+    groups: dict[str, list[dict]] = {}
+    for crop in crops:
+        groups.setdefault(crop["person"], []).append(crop)
+    return _render(
+        request,
+        "review.html",
+        "review",
+        groups=groups,
+        people=names,
+        person=person,
+        page_data=_json_block({"people": names}),
+    )
+
+
+@router.get("/photos/{photo_id}")
+def photo_page(request: Request, photo_id: int) -> HTMLResponse:
+    try:
+        with _state(request).workspace() as ws:
+            photo = ops.photo_detail(ws, photo_id)
+    except ops.OpError as exc:
+        return _error(request, exc)
+    return _render(request, "photo.html", "people", photo=photo, page_data=_json_block(photo))
+
+
+@router.get("/train")
+def train_page(request: Request) -> HTMLResponse:
+    state = _state(request)
+    with state.workspace() as ws:
+        runs = run_listing(ws)
+        people = ops.people_summary(ws)
+    jobs = [job.to_json() for job in state.jobs.list()[:5]]
+    options = training_options()
+    return _render(
+        request,
+        "train.html",
+        "train",
+        runs=runs,
+        people=people,
+        jobs=jobs,
+        options=options,
+        page_data=_json_block({"job": jobs[0] if jobs else None}),
+    )
+
+
+@router.get("/runs/{name}")
+def run_page(request: Request, name: str) -> HTMLResponse:
+    try:
+        with _state(request).workspace() as ws:
+            folder = run_dir_of(ws, name)
+            runs = run_listing(ws)
+    except ops.OpError as exc:
+        return _error(request, exc)
+    run = next(r for r in runs if r["run"] == folder.name)
+    summary = json.loads((folder / "summary.json").read_text())
+    metrics = _read_json(folder / "metrics.json")
+    openset = _read_json(folder / "openset.json")
+    return _render(
+        request,
+        "run.html",
+        "train",
+        run=run,
+        runs=runs,
+        summary=summary,
+        metrics=metrics,
+        openset=openset,
+    )
+
+
+@router.get("/recognize")
+def recognize_page(request: Request) -> HTMLResponse:
+    return _render(request, "recognize.html", "recognize")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _error(request: Request, exc: ops.OpError) -> HTMLResponse:
+    return _render(request, "error.html", "", status_code=exc.status, message=str(exc))
