@@ -1,6 +1,7 @@
 # facelab — `make demo` sets everything up and runs the pipeline on the sample photos;
 # `make test` runs the tests. Both create .venv on first use (scripts/bootstrap.sh).
 PHOTOS ?= ../shared/data/celeb5
+STRANGERS ?= ../shared/data/strangers
 WORKSPACE ?= workspace
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ setup:
 	@bash scripts/bootstrap.sh
 
 demo: setup
-	$(BIN)/facelab run $(PHOTOS) --workspace $(WORKSPACE)
+	$(BIN)/facelab run $(PHOTOS) --workspace $(WORKSPACE) $(if $(wildcard $(STRANGERS)),--strangers $(STRANGERS))
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -122,7 +122,10 @@ def run_pipeline(
     budget: Annotated[float, typer.Option(help="Minutes for training candidates.")] = 10.0,
     strangers: Annotated[
         Path | None,
-        typer.Option(help="Photos of people not in the data set, to calibrate 'unknown' (default: the shared set)."),
+        typer.Option(
+            help="Photos of people NOT in the data set, to calibrate 'unknown' (without it, the other people "
+            "in your own photos are used)."
+        ),
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (see `facelab detectors`).")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,

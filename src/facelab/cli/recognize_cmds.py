@@ -1,0 +1,465 @@
+"""Commands that use a trained model: ``recognize`` (photos, folders, video, webcam, streams) and
+``album index`` / ``album find`` (search a photo library by who is in it).
+
+Results a script reads go to stdout (CSV with a header, or JSON Lines); messages, warnings and
+progress bars go to stderr.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from facelab.cli.app import app
+from facelab.cli.common import open_workspace, progress_bar
+
+if TYPE_CHECKING:
+    from facelab.recognize import (
+        LiveWindow,
+        OutputPlanner,
+        PhotoResult,
+        Recognizer,
+        Source,
+        Speaker,
+        TrackSummary,
+        VideoOptions,
+        VideoRecognizer,
+        Webhook,
+    )
+
+# soft_wrap: a message stays one line however long (scripts grep stderr too).
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(StrEnum):
+    CSV = "csv"
+    JSON = "json"
+
+
+class CsvOutput:
+    """CSV on stdout: the header at once (so even an empty answer parses), then one line per row."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self._writer = csv.DictWriter(sys.stdout, fieldnames=columns, restval="", lineterminator="\n")
+        self._writer.writeheader()
+        sys.stdout.flush()
+
+    def _write(self, row: dict[str, object]) -> None:
+        self._writer.writerow(row)
+        sys.stdout.flush()  # a script reading a pipe sees each photo as soon as it is done
+
+    def photo(self, result: PhotoResult, recognizer: Recognizer) -> None:
+        from facelab.recognize import photo_rows
+
+        for row in photo_rows(result):
+            self._write(row)
+
+    def track(self, summary: TrackSummary) -> None:
+        self._write(summary.row())
+
+
+class JsonOutput:
+    """JSON Lines on stdout: one object per photo or per track."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        del columns  # every object names its own fields
+
+    def _write(self, payload: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(payload, ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+
+    def photo(self, result: PhotoResult, recognizer: Recognizer) -> None:
+        from facelab.recognize import photo_json
+
+        self._write(photo_json(result, recognizer))
+
+    def track(self, summary: TrackSummary) -> None:
+        self._write(summary.to_json())
+
+
+OUTPUTS: dict[OutputFormat, type[CsvOutput] | type[JsonOutput]] = {
+    OutputFormat.CSV: CsvOutput,
+    OutputFormat.JSON: JsonOutput,
+}
+
+RECOGNIZE_HELP = (
+    "Name the people in photos, folders (recursively), video files, a webcam or a stream.\n\n"
+    "MODEL is a run folder (WS/runs/NAME) or a workspace (its current model). INPUT is any mix of photos "
+    "and folders, or video files (.mp4 .avi .mkv .mov ...), camera:N, or an rtsp:// or http:// stream URL; "
+    "--camera N adds webcam N.\n\n"
+    "[bold]Photos[/]: one CSV line per face on stdout, after a header line:\n\n"
+    "    file,x1,y1,x2,y2,name,score\n\n"
+    "The box is in the photo's upright pixels. name is a person, or [bold]unknown[/] when the best score "
+    "is under the model's threshold (score is then that best score). A photo with no face gets one line "
+    "with an empty box and score and the name [bold]no_face[/]; an unreadable file one with the name "
+    "[bold]error[/] (the reason goes to stderr): every photo has at least one line.\n\n"
+    "[bold]Video, webcam, stream[/]: faces are tracked; at the end (Ctrl-C, or ESC in the --show window, "
+    "ends a live source) one line per appearance of a person:\n\n"
+    "    file,track,name,score,agreement,start_s,end_s,frames\n\n"
+    "score is the mean model score of the track's winning name, agreement the share of the "
+    "face-size-weighted vote it got, start_s and end_s seconds from the start. Arrivals are also printed "
+    "on stderr as they happen.\n\n"
+    "--format json prints JSON Lines instead: one object per photo (file, status, error, faces with box, "
+    "name, score, margin, lookalike, candidates) or per track. Photos and videos cannot be mixed in one "
+    "call (their lines have different columns).\n\n"
+    "Exit status: 0 every input done, 1 some input could not be read, 2 a usage error."
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[red]{message}[/]")
+    return typer.Exit(2)
+
+
+@app.command(help=RECOGNIZE_HELP)
+def recognize(
+    model: Annotated[Path, typer.Argument(help="Run folder (WS/runs/NAME) or workspace (its current model).")],
+    inputs: Annotated[
+        list[str] | None, typer.Argument(help="Photos, folders, videos, camera:N or stream URLs.")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Write annotated copies here (photos as JPEG, videos as MP4). Never the inputs' folder.",
+        ),
+    ] = None,
+    fmt: Annotated[OutputFormat, typer.Option("--format", help="stdout format: csv or json (lines).")] = (
+        OutputFormat.CSV
+    ),
+    camera: Annotated[int | None, typer.Option(help="Webcam index to read (0: the first camera).")] = None,
+    show: Annotated[bool, typer.Option(help="Show video in a window with fps (ESC quits).")] = False,
+    announce: Annotated[bool, typer.Option(help="Speak the names of people as they arrive (needs espeak-ng).")] = False,
+    webhook: Annotated[
+        str | None, typer.Option(help="POST a JSON event per new person in view to this http(s) URL.")
+    ] = None,
+    threshold: Annotated[
+        float | None,
+        typer.Option(help="Unknown below this score (default: the model's calibrated threshold). Higher is stricter."),
+    ] = None,
+    min_face: Annotated[
+        int, typer.Option(help="Ignore faces smaller than this many pixels (shorter side); 0 keeps all.")
+    ] = 40,
+    detector: Annotated[str | None, typer.Option(help="Face detector (default: facelab's default).")] = None,
+    detect_every: Annotated[int, typer.Option(help="Video: detect faces on every k-th frame (higher is faster).")] = 2,
+    detect_size: Annotated[
+        int, typer.Option(help="Video: longest side the detector sees; raise for small faces.")
+    ] = 320,
+    reclassify_every: Annotated[int, typer.Option(help="Video: frames between re-namings of a face.")] = 25,
+    duration: Annotated[
+        float | None,
+        typer.Option(help="Video: stop after this many seconds (of video; wall clock when live)."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    from facelab.recognize import (
+        MOVING_KINDS,
+        PHOTO_COLUMNS,
+        TRACK_COLUMNS,
+        GuiUnavailable,
+        InputKind,
+        LiveWindow,
+        Recognizer,
+        Source,
+        UnsafeOutput,
+        VideoOptions,
+        Webhook,
+        check_out_dir,
+        classify_input,
+    )
+
+    sources = [classify_input(text) for text in inputs or []]
+    if camera is not None:
+        sources.append(Source(InputKind.CAMERA, str(camera)))
+    if not sources:
+        raise _fail("nothing to recognize: give photos, folders, videos, a stream URL or --camera N")
+    moving = [s for s in sources if s.kind in MOVING_KINDS]
+    if moving and len(moving) != len(sources):
+        raise _fail(
+            "photos and videos in one call: their output lines have different columns; "
+            "run facelab recognize once for the photos and once for the videos"
+        )
+    if out is not None:
+        try:
+            check_out_dir(out, sources)
+        except UnsafeOutput as exc:
+            raise _fail(str(exc)) from exc
+    if (show or announce or webhook) and not moving:
+        err.print("[yellow]--show, --announce and --webhook apply to video, webcam and streams; ignored[/]")
+    # Settings that cannot work are refused before the model loads, not after a minute of video.
+    try:
+        window = LiveWindow() if show and moving else None
+        poster = Webhook(webhook) if webhook and moving else None
+    except (GuiUnavailable, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        options = VideoOptions(
+            detect_every=detect_every,
+            detect_size=detect_size,
+            min_face=min_face,
+            reclassify_every=reclassify_every,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    try:
+        recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    output = OUTPUTS[fmt](TRACK_COLUMNS if moving else PHOTO_COLUMNS)
+    if moving:
+        failed = _recognize_videos(recognizer, moving, output, options, out, window, announce, poster, duration, quiet)
+    else:
+        failed = _recognize_photos(recognizer, sources, output, out, quiet)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _recognize_photos(
+    recognizer: Recognizer,
+    sources: list[Source],
+    output: CsvOutput | JsonOutput,
+    out: Path | None,
+    quiet: bool,
+) -> int:
+    """Photos and folders; returns how many photos could not be read."""
+    from facelab.imageio import save_jpeg_atomic
+    from facelab.recognize import InputKind, OutputPlanner, annotate_photo, expand_photos
+
+    photos = expand_photos(sources)
+    for source in sources:
+        if source.kind is InputKind.FOLDER and not any(s is source for _, s in photos):
+            err.print(f"[yellow]{source.spec}: no photos found in this folder[/]")
+    planner = OutputPlanner(out, sources) if out is not None else None
+    failed = 0
+    with progress_bar("Photos", quiet) as advance:
+        for done, (path, source) in enumerate(photos, start=1):
+            result = recognizer.recognize_photo(path, keep_pixels=planner is not None)
+            output.photo(result, recognizer)
+            if result.error is not None:
+                failed += 1
+                err.print(f"[red]{path}[/]: {result.error}")
+            elif planner is not None and result.rgb is not None:
+                save_jpeg_atomic(annotate_photo(result.rgb, result.recognitions), planner.photo(path, source))
+            advance(done, len(photos), path)
+    if planner is not None:
+        err.print(f"annotated copies in {planner.out_dir}")
+    return failed
+
+
+def _recognize_videos(
+    recognizer: Recognizer,
+    sources: list[Source],
+    output: CsvOutput | JsonOutput,
+    options: VideoOptions,
+    out: Path | None,
+    window: LiveWindow | None,
+    announce: bool,
+    poster: Webhook | None,
+    duration: float | None,
+    quiet: bool,
+) -> int:
+    """Videos, webcams and streams one after the other; returns how many could not be opened."""
+    from facelab.recognize import OutputPlanner, Speaker, VideoRecognizer, VideoUnavailable
+
+    speaker = Speaker() if announce else None
+    if speaker is not None and not speaker.available:
+        err.print(f"[yellow]{Speaker.unavailable_message()}[/]")
+    planner = OutputPlanner(out, sources) if out is not None else None
+    failed = 0
+    try:
+        for source in sources:
+            video = VideoRecognizer(recognizer, options)
+            try:
+                stopped = _play(video, source, planner, window, speaker, poster, duration, quiet)
+            except VideoUnavailable as exc:
+                failed += 1
+                err.print(f"[red]{exc}[/]")
+                continue
+            for summary in video.summary():
+                output.track(summary)
+            _print_video_report(video, source)
+            if stopped:
+                break
+    finally:
+        if window is not None:
+            window.close()
+        if speaker is not None:
+            speaker.close()
+        if poster is not None:
+            poster.close()
+    return failed
+
+
+def _play(
+    video: VideoRecognizer,
+    source: Source,
+    planner: OutputPlanner | None,
+    window: LiveWindow | None,
+    speaker: Speaker | None,
+    poster: Webhook | None,
+    duration: float | None,
+    quiet: bool,
+) -> bool:
+    """Run one source through the recognizer; True when the user asked to stop (ESC, Ctrl-C)."""
+    from facelab.recognize import draw_tracks, open_writer
+
+    writer = None
+    written = 0
+    stopped = False
+    try:
+        with progress_bar(source.label, quiet) as advance:
+            for frame in video.frames(source):
+                for event in frame.events:
+                    err.print(f"{source.label} {event.time_s:8.2f} s  track {event.track}: {event.name}")
+                    if speaker is not None:
+                        speaker.announce(event)
+                    if poster is not None:
+                        poster.post(event)
+                if planner is not None or window is not None:
+                    draw_tracks(frame.bgr, frame.tracks)
+                if planner is not None:
+                    if writer is None:
+                        height, width = frame.bgr.shape[:2]
+                        writer = open_writer(planner.video(source), video.fps, (width, height))
+                    # Repeat a frame for the frames a live source skipped, so the recording plays
+                    # in real time; a file's frames are each written once.
+                    due = int(frame.time_s * video.fps) + 1
+                    for _ in range(max(1, due - written)):
+                        writer.write(frame.bgr)
+                    written = max(written + 1, due)
+                if window is not None and not window.show(frame.bgr):
+                    stopped = True
+                    break
+                # Live sources have no frame count: the bar then shows frames done and the rate.
+                advance(frame.index + 1, video.frame_count or frame.index + 1, f"{video.stats.fps:.1f} fps")
+                if duration is not None and frame.time_s >= duration:
+                    break
+    except KeyboardInterrupt:
+        stopped = True  # Ctrl-C ends a live source; the summary still comes
+    finally:
+        if writer is not None:
+            writer.release()
+    return stopped
+
+
+def _print_video_report(video: VideoRecognizer, source: Source) -> None:
+    stats = video.stats
+    people = ", ".join(f"{s.name} {s.start_s:.1f}–{s.end_s:.1f} s" for s in video.summary()) or "nobody"
+    err.print(
+        f"{source.label}: {stats.frames} frames at {stats.fps:.1f} fps "
+        f"(detection {stats.detect_s:.1f} s over {stats.detections} rounds, naming {stats.classify_s:.1f} s "
+        f"for {stats.classified_faces} faces)"
+        + (f", {stats.dropped} frames skipped to keep up" if stats.dropped else "")
+        + f"; seen: {people}"
+    )
+
+
+# -- albums -------------------------------------------------------------------------------------
+
+album_app = typer.Typer(
+    help="Index a photo library, then find photos by who is in them (all of, any of, not).",
+    no_args_is_help=True,
+)
+app.add_typer(album_app, name="album")
+
+
+@album_app.command("index")
+def album_index(
+    library: Annotated[Path, typer.Argument(help="Folder of photos (searched recursively).")],
+    workspace: Annotated[
+        Path, typer.Option("--workspace", "-w", help="Workspace whose current model names the faces.")
+    ],
+    model: Annotated[
+        Path | None, typer.Option(help="A run folder to use instead of the workspace's current model.")
+    ] = None,
+    detector: Annotated[str | None, typer.Option(help="Face detector (default: facelab's default).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Find and name every face in a photo library; stores boxes, names (and face vectors) in WS.
+
+    Run it again after adding photos: only new or changed photos are read, and photos that left
+    the folder are forgotten. After retraining or enrolling people, faces are re-named from their
+    stored vectors without reading the photos again. Interrupting is safe: it resumes.
+    """
+    from facelab.albums import index_library
+    from facelab.recognize import Recognizer
+
+    try:
+        recognizer = Recognizer.from_path(model or workspace, detector=detector)
+    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    with open_workspace(workspace) as ws, progress_bar("Indexing", quiet) as advance:
+        try:
+            result = index_library(ws, library, recognizer, progress=advance)
+        except FileNotFoundError as exc:
+            raise _fail(str(exc)) from exc
+    for path, reason in result.errors:
+        err.print(f"[red]{path}[/]: {reason}")
+    err.print(
+        f"{result.scanned} photos: {result.indexed} indexed ({result.faces} faces, {result.no_face} without "
+        f"a face), {result.renamed} re-named from stored vectors, {result.unchanged} unchanged, "
+        f"{len(result.errors)} unreadable, {result.removed} gone from the folder and forgotten."
+    )
+    if result.errors:
+        raise typer.Exit(1)
+
+
+@album_app.command("find")
+def album_find(
+    workspace: Annotated[Path, typer.Argument(help="Workspace the library was indexed into.")],
+    names: Annotated[list[str], typer.Argument(help="People to look for ('unknown': unrecognised faces).")],
+    any_: Annotated[bool, typer.Option("--any", help="Photos with any of the people, not all of them.")] = False,
+    exclude: Annotated[
+        list[str] | None, typer.Option("--not", help="Leave out photos showing this person (repeatable).")
+    ] = None,
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Put the photos in this folder (links, newest first) with an index.html contact sheet."),
+    ] = None,
+    copy: Annotated[bool, typer.Option(help="With --export: copy the photos instead of linking them.")] = False,
+    paths: Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")] = False,
+) -> None:
+    """Photos where all (or --any) of NAMES appear, newest first: CSV file,taken,people on stdout.
+
+    taken is the EXIF date the photo was taken (else the file's modification time), ISO 8601;
+    people are the names in the photo joined by ';'. Names compare case-insensitively.
+    """
+    from facelab.albums import UnsafeExport, export_album, find_photos, known_names, library_roots
+
+    with open_workspace(workspace) as ws:
+        known = {n.casefold() for n in known_names(ws)}
+        if not known:
+            raise _fail(f"{workspace}: no album index yet — run: facelab album index LIBRARY -w {workspace}")
+        for name in [*names, *(exclude or [])]:
+            if name.casefold() not in known:
+                err.print(f"[yellow]nobody called {name!r} in the index[/]; known: {', '.join(known_names(ws))}")
+        try:
+            photos = find_photos(ws, names, any_=any_, exclude=exclude or ())
+        except ValueError as exc:
+            raise _fail(str(exc)) from exc
+        libraries = library_roots(ws)
+    if paths:
+        for photo in photos:
+            sys.stdout.write(f"{photo.path}\n")
+    else:
+        writer = csv.writer(sys.stdout, lineterminator="\n")
+        writer.writerow(["file", "taken", "people"])
+        for photo in photos:
+            writer.writerow([str(photo.path), photo.taken_iso, ";".join(photo.people)])
+    joiner = " or " if any_ else " and "
+    title = joiner.join(names) + (f" but not {', '.join(exclude)}" if exclude else "")
+    err.print(f"{len(photos)} photo(s) with {title}")
+    if export is not None:
+        try:
+            page = export_album(photos, export, copy=copy, title=f"facelab: {title}", libraries=libraries)
+        except UnsafeExport as exc:
+            raise _fail(str(exc)) from exc
+        err.print(f"exported to {export} — open {page}")

@@ -1,0 +1,755 @@
+"""The embedding track: a small head over a pretrained face embedding, trained in seconds.
+
+The pretrained embedder (``facelab.embedders``, default dlib's 128-d ResNet) already maps photos
+of one person close together; all that is learned here is where each of *our* people lies. Three
+heads (a registry; add your own with :func:`register_head`):
+
+* ``prototype`` — one mean vector per person; a face's score for a person is its similarity to
+  that mean. Robust with few photos per person, and adding a person is adding a mean.
+* ``knn`` — keeps every training vector; a person's score is the mean similarity of the ``k``
+  most similar of that person's vectors. Follows people whose photos vary (ages, make-up,
+  glasses) better than a single mean.
+* ``linear`` — multinomial logistic regression (or a linear SVM with calibrated probabilities)
+  on the vectors. Scores are probabilities over *our* people only, which makes strangers harder
+  to reject: compare the open-set figures in docs/benchmarks_embedding.md.
+
+Similarity scores (``score_kind="similarity"``): ``1 − euclidean distance`` with
+``metric="euclidean"`` (so dlib's customary 0.6 same-person distance is a score of 0.4), or the
+cosine similarity with ``metric="cosine"``. Higher is more alike; 1 is identical.
+
+A run folder ``WS/runs/<name>/`` holds ``summary.json``, ``config.yaml``, ``history.csv`` (one
+row), ``head.npz`` (the training vectors, labels and the fitted head's arrays — no pickle, nothing
+executable) and ``openset.json`` (the unknown threshold). Loading refits the head from
+``head.npz`` plus the vectors of people enrolled in the workspace's ``gallery`` since, so
+``facelab enroll`` adds people and photos without retraining; heads fit in well under a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from facelab import openset, runs
+from facelab.embedders import DEFAULT_EMBEDDER, Progress
+from facelab.items import FaceSelection, SplitItem, class_names, load_items
+from facelab.store import Workspace, blob_to_vector, vector_to_blob
+from facelab.types import Face, Recognition
+
+TRACK = "embedding"
+HISTORY_FIELDS = (
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "elapsed",
+)
+
+
+# -- similarities -------------------------------------------------------------------------------
+
+
+class Metric:
+    """Names of the similarity metrics heads accept."""
+
+    EUCLIDEAN = "euclidean"
+    COSINE = "cosine"
+    ALL = (EUCLIDEAN, COSINE)
+
+
+def similarity(a: np.ndarray, b: np.ndarray, metric: str = Metric.EUCLIDEAN) -> np.ndarray:
+    """Pairwise similarity ``(len(a), len(b))``: ``1 − euclidean distance`` or cosine similarity."""
+    from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
+
+    a = np.atleast_2d(np.asarray(a, dtype=np.float64))
+    b = np.atleast_2d(np.asarray(b, dtype=np.float64))
+    if metric == Metric.EUCLIDEAN:
+        return 1.0 - euclidean_distances(a, b)
+    if metric == Metric.COSINE:
+        return cosine_similarity(a, b)
+    raise ValueError(f"metric must be one of {', '.join(Metric.ALL)}, not {metric!r}")
+
+
+def _check_metric(metric: str) -> str:
+    if metric not in Metric.ALL:
+        raise ValueError(f"metric must be one of {', '.join(Metric.ALL)}, not {metric!r}")
+    return metric
+
+
+# -- heads --------------------------------------------------------------------------------------
+
+
+class Head(Protocol):
+    """A classifier over embedding vectors; ``y`` holds class indices ``0..n_classes-1``."""
+
+    name: str
+    score_kind: str
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> None: ...
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        """``(len(x), n_classes)``, higher is more likely."""
+        ...
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The fitted parameters, saved in ``head.npz`` for inspection."""
+        ...
+
+    def n_params(self) -> int: ...
+
+
+class PrototypeHead:
+    """Nearest class mean.
+
+    ``metric``: ``"euclidean"`` (default; the distance dlib's network was trained for) or
+    ``"cosine"`` (means of unit vectors; try it when photo quality varies a lot between people).
+    """
+
+    name = "prototype"
+    score_kind = "similarity"
+
+    def __init__(self, metric: str = Metric.EUCLIDEAN) -> None:
+        self.metric = _check_metric(metric)
+        self.centers = np.zeros((0, 0))
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+        x = np.asarray(x, dtype=np.float64)
+        if self.metric == Metric.COSINE:
+            x = x / np.linalg.norm(x, axis=1, keepdims=True)
+        self.centers = np.stack([x[y == c].mean(axis=0) for c in range(n_classes)])
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        return similarity(x, self.centers, self.metric)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"centers": self.centers.astype(np.float32)}
+
+    def n_params(self) -> int:
+        return int(self.centers.size)
+
+
+class KnnHead:
+    """Per person, the mean similarity of the ``k`` most similar of that person's training vectors.
+
+    ``k``: 1 is plain nearest neighbour (face_recognition's way; most forgiving, and most easily
+    fooled by one odd photo); 3 (default) averages out a stray photo. Keep ``k`` below the number
+    of photos of your least-photographed person — a person with fewer uses all they have.
+    ``metric`` as for :class:`PrototypeHead`.
+    """
+
+    name = "knn"
+    score_kind = "similarity"
+
+    def __init__(self, k: int = 3, metric: str = Metric.EUCLIDEAN) -> None:
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        self.k = int(k)
+        self.metric = _check_metric(metric)
+        self.x = np.zeros((0, 0))
+        self.y = np.zeros(0, dtype=np.int64)
+        self.n_classes = 0
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+        self.x = np.asarray(x, dtype=np.float64)
+        self.y = np.asarray(y, dtype=np.int64)
+        self.n_classes = n_classes
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        sims = similarity(x, self.x, self.metric)
+        out = np.empty((sims.shape[0], self.n_classes))
+        for c in range(self.n_classes):
+            own = sims[:, self.y == c]
+            k = min(self.k, own.shape[1])
+            # The k largest per row without a full sort.
+            out[:, c] = np.partition(own, own.shape[1] - k, axis=1)[:, -k:].mean(axis=1)
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {}  # the training vectors themselves, already in head.npz
+
+    def n_params(self) -> int:
+        return int(self.x.size)
+
+
+class LinearHead:
+    """A linear classifier on unit-length vectors, with probabilities.
+
+    ``kind``: ``"logreg"`` (default; multinomial logistic regression, probabilities from the
+    model itself) or ``"svm"`` (``LinearSVC`` with sigmoid calibration by cross-validation; needs
+    at least two photos per person, and falls back to calibrating on the training vectors when a
+    person has one). ``C``: inverse regularisation strength; larger fits the training faces more
+    closely (sharper probabilities), smaller generalises more. 10 suits unit-length 128-d vectors
+    with tens of photos per person; lower it for a handful of photos per person.
+    """
+
+    name = "linear"
+    score_kind = "probability"
+
+    def __init__(self, kind: str = "logreg", C: float = 10.0) -> None:
+        if kind not in ("logreg", "svm"):
+            raise ValueError(f"kind must be 'logreg' or 'svm', not {kind!r}")
+        self.kind = kind
+        self.C = float(C)
+        self.estimator = None
+        self.n_classes = 0
+
+    @staticmethod
+    def _unit(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=np.float64)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    def fit(self, x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+        from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        if n_classes < 2:
+            raise ValueError("the linear head needs at least two people; use the prototype or knn head")
+        self.n_classes = n_classes
+        x = self._unit(x)
+        if self.kind == "logreg":
+            self.estimator = LogisticRegression(C=self.C, max_iter=2000)
+        else:
+            svm = LinearSVC(C=self.C, random_state=0)
+            fewest = int(np.bincount(y, minlength=n_classes).min())
+            if fewest >= 2:
+                self.estimator = CalibratedClassifierCV(svm, method="sigmoid", cv=min(3, fewest))
+            else:
+                from sklearn.frozen import FrozenEstimator
+
+                # One photo of somebody: no held-out data to calibrate on, so calibrate on the
+                # training vectors (over-confident, but it keeps enrolment working).
+                self.estimator = CalibratedClassifierCV(FrozenEstimator(svm.fit(x, y)), method="sigmoid")
+        self.estimator.fit(x, y)
+
+    def scores(self, x: np.ndarray) -> np.ndarray:
+        assert self.estimator is not None, "fit first"
+        proba = self.estimator.predict_proba(self._unit(x))
+        out = np.zeros((proba.shape[0], self.n_classes))
+        out[:, self.estimator.classes_] = proba
+        return out
+
+    def _linear(self) -> tuple[np.ndarray, np.ndarray]:
+        est = self.estimator
+        if self.kind == "logreg":
+            return est.coef_, est.intercept_
+        inner = est.calibrated_classifiers_[0].estimator
+        inner = getattr(inner, "estimator", inner)  # FrozenEstimator wraps the SVM
+        return inner.coef_, inner.intercept_
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        coef, intercept = self._linear()
+        return {"coef": coef.astype(np.float32), "intercept": intercept.astype(np.float32)}
+
+    def n_params(self) -> int:
+        coef, intercept = self._linear()
+        return int(coef.size + intercept.size)
+
+
+@dataclass(frozen=True)
+class HeadInfo:
+    name: str
+    build: Callable[..., Head]
+    score_kind: str
+    summary: str
+
+
+_HEADS: dict[str, HeadInfo] = {}
+
+
+def register_head(info: HeadInfo) -> None:
+    _HEADS[info.name] = info
+
+
+def registered_heads() -> dict[str, HeadInfo]:
+    return dict(_HEADS)
+
+
+def build_head(name: str, params: dict | None = None) -> Head:
+    """A new, unfitted head; ``params`` are the head class's keyword arguments (see its docstring)."""
+    if name not in _HEADS:
+        raise KeyError(f"unknown head {name!r}; choose one of: {', '.join(sorted(_HEADS))}")
+    try:
+        return _HEADS[name].build(**(params or {}))
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for the {name} head: {exc}") from exc
+
+
+register_head(HeadInfo("prototype", PrototypeHead, "similarity", "nearest person mean (default)"))
+register_head(HeadInfo("knn", KnnHead, "similarity", "mean of the k most similar photos per person"))
+register_head(HeadInfo("linear", LinearHead, "probability", "logistic regression / calibrated linear SVM"))
+
+
+# -- gallery: enrolment without retraining ------------------------------------------------------
+
+
+def gallery_vectors(ws: Workspace, model: str = DEFAULT_EMBEDDER) -> list[tuple[str, np.ndarray]]:
+    """``(person, vector)`` of every face enrolled for ``model``, oldest first."""
+    rows = ws.query("SELECT person, vector FROM gallery WHERE model = ? ORDER BY id", (model,))
+    return [(r["person"], blob_to_vector(r["vector"])) for r in rows]
+
+
+@dataclass
+class EnrollOutcome:
+    """One photo of an enrolment: ``ok`` False carries the reason (and the fix) in ``message``."""
+
+    photo: Path
+    ok: bool
+    message: str
+    faces: int = 0
+
+
+def enroll(
+    ws: Workspace,
+    person: str,
+    photos: Sequence[Path],
+    *,
+    model: str = DEFAULT_EMBEDDER,
+    detector: str | None = None,
+) -> list[EnrollOutcome]:
+    """Add ``person`` (or more photos of them) to the workspace gallery: embedding runs know them at once.
+
+    Each photo contributes its largest face (the subject of a portrait). A photo that cannot be
+    read or shows no face is reported and skipped. Enrolling the same photo again replaces its
+    vector instead of counting it twice.
+    """
+    from facelab.embedders import embed_largest_face
+    from facelab.imageio import ImageError, load_rgb
+
+    person = person.strip()
+    if not person:
+        raise ValueError("the person's name is empty")
+    outcomes = []
+    for photo in photos:
+        photo = Path(photo)
+        try:
+            rgb = load_rgb(photo)
+        except ImageError as exc:
+            outcomes.append(EnrollOutcome(photo, False, f"{exc.reason} — {exc.fix}"))
+            continue
+        _, vector, n_faces = embed_largest_face(rgb, model, detector)
+        if vector is None:
+            outcomes.append(
+                EnrollOutcome(photo, False, "no face found — use a photo where the face is larger and frontal")
+            )
+            continue
+        source = str(photo.resolve())
+        with ws.transaction():
+            ws.conn.execute(
+                "DELETE FROM gallery WHERE person = ? AND model = ? AND source = ?", (person, model, source)
+            )
+            ws.conn.execute(
+                "INSERT INTO gallery(person, model, source, vector) VALUES (?, ?, ?, ?)",
+                (person, model, source, vector_to_blob(vector)),
+            )
+        note = f"largest of {n_faces} faces" if n_faces > 1 else "1 face"
+        outcomes.append(EnrollOutcome(photo, True, note, n_faces))
+    return outcomes
+
+
+@dataclass
+class ForgetResult:
+    """What :func:`forget` removed, and which trained runs still know the person."""
+
+    removed: int = 0
+    sources: list[str] = field(default_factory=list)
+    runs_trained_on_person: list[Path] = field(default_factory=list)
+
+
+def forget(ws: Workspace, person: str, model: str | None = None) -> ForgetResult:
+    """Delete ``person``'s enrolled vectors (for ``model``, or all models) from the gallery.
+
+    Runs *trained* on photos of the person (their folder was in the data set) still know them;
+    they are listed so the caller can say so — removing the person there means removing the
+    folder and training again.
+    """
+    sql, params = "FROM gallery WHERE person = ?", [person]
+    if model is not None:
+        sql += " AND model = ?"
+        params.append(model)
+    result = ForgetResult()
+    with ws.transaction():
+        rows = ws.query("SELECT source " + sql, tuple(params))
+        ws.conn.execute("DELETE " + sql, tuple(params))
+    result.removed = len(rows)
+    result.sources = [r["source"] or "" for r in rows]
+    for summary_path in sorted(ws.runs_dir.glob("*/summary.json")):
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            continue
+        trained = summary.get("trained_classes") or summary.get("classes") or []
+        if person in trained:
+            result.runs_trained_on_person.append(summary_path.parent)
+    return result
+
+
+# -- the model a run folder loads as ------------------------------------------------------------
+
+
+def _workspace_of_run(run_dir: Path, summary: dict) -> Path | None:
+    """The workspace a run belongs to: as recorded, else the folder two levels up (WS/runs/NAME)."""
+    for candidate in (summary.get("workspace"), run_dir.resolve().parent.parent):
+        if candidate and (Path(candidate) / ".facelab" / "facelab.db").is_file():
+            return Path(candidate)
+    return None
+
+
+class EmbeddingModel:
+    """A loaded embedding-track run: satisfies :class:`facelab.runs.Model`.
+
+    ``classes`` are the trained people plus anybody enrolled in the workspace gallery since;
+    :meth:`refresh` picks up enrolments made after loading. ``threshold`` applies to the best
+    score (unknown below it); ``min_margin`` flags look-alikes.
+    """
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run_dir = Path(run_dir)
+        self.summary = runs.read_summary(self.run_dir)
+        self.embedder: str = self.summary.get("embedder", DEFAULT_EMBEDDER)
+        self.head_name: str = self.summary["strategy"]
+        self.head_params: dict = self.summary.get("head_params") or {}
+        self.score_kind: str = _HEADS[self.head_name].score_kind if self.head_name in _HEADS else "similarity"
+        openset_path = self.run_dir / "openset.json"
+        calibration = json.loads(openset_path.read_text()) if openset_path.exists() else {}
+        self.threshold: float | None = calibration.get("threshold")
+        self.min_margin: float | None = calibration.get("min_margin")
+        with np.load(self.run_dir / "head.npz", allow_pickle=False) as data:
+            self.trained_classes = [str(c) for c in data["classes"]]
+            self._x = data["x"].astype(np.float32)
+            self._y = data["y"].astype(np.int64)
+        self.workspace = _workspace_of_run(self.run_dir, self.summary)
+        self.enrolled = 0
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Refit the head on the run's training vectors plus the workspace gallery as it is now."""
+        gallery: list[tuple[str, np.ndarray]] = []
+        if self.workspace is not None:
+            with Workspace(self.workspace, create=False) as ws:
+                gallery = gallery_vectors(ws, self.embedder)
+        self.classes = sorted(set(self.trained_classes) | {person for person, _ in gallery})
+        index = {name: i for i, name in enumerate(self.classes)}
+        remap = np.array([index[c] for c in self.trained_classes], dtype=np.int64)
+        x, y = self._x, remap[self._y] if len(self._y) else self._y
+        if gallery:
+            x = np.vstack([x, np.stack([v for _, v in gallery])])
+            y = np.concatenate([y, [index[p] for p, _ in gallery]])
+        self.enrolled = len(gallery)
+        self.head = build_head(self.head_name, self.head_params)
+        self.head.fit(x, y, len(self.classes))
+
+    # -- scoring ----------------------------------------------------------------------------
+    def predict_vectors(self, vectors: np.ndarray) -> np.ndarray:
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if not len(vectors):
+            return np.zeros((0, len(self.classes)))
+        return self.head.scores(vectors)
+
+    def predict_items(self, items: list[SplitItem]) -> np.ndarray:
+        """Scores for workspace faces, from the vectors stored in the workspace when it has them."""
+        return self.predict_vectors(self._item_vectors(items))
+
+    def _item_vectors(self, items: list[SplitItem]) -> np.ndarray:
+        from facelab.embedders import get_embedder
+        from facelab.imageio import load_rgb
+
+        stored: dict[int, np.ndarray] = {}
+        if self.workspace is not None and items:
+            with Workspace(self.workspace, create=False) as ws:
+                # Trust a stored vector only if its face belongs to the same photo: items may come
+                # from another workspace, whose face ids mean other faces.
+                photo_of = {
+                    r["id"]: r["path"]
+                    for r in ws.query("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")
+                }
+                vectors = ws.embeddings(self.embedder)
+            for item in items:
+                if item.face_id in vectors and photo_of.get(item.face_id) == str(item.photo_path):
+                    stored[item.face_id] = vectors[item.face_id]
+        missing: dict[Path, list[SplitItem]] = defaultdict(list)
+        for item in items:
+            if item.face_id not in stored:
+                missing[item.photo_path].append(item)
+        if missing:
+            embedder = get_embedder(self.embedder)
+            for photo, photo_items in missing.items():
+                rgb = load_rgb(photo)
+                for item, vector in zip(photo_items, embedder.embed(rgb, [i.face for i in photo_items]), strict=True):
+                    stored[item.face_id] = vector
+        dim = self._x.shape[1]
+        return np.stack([stored[item.face_id] for item in items]) if items else np.zeros((0, dim), np.float32)
+
+    def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
+        from facelab.embedders import get_embedder
+
+        return self.predict_vectors(get_embedder(self.embedder).embed(rgb, faces))
+
+    def recognize(self, rgb: np.ndarray, faces: list[Face], top: int = 3) -> list[Recognition]:
+        """Open-set answers for faces of a photo: name or unknown, score, margin, best candidates."""
+        scores = self.predict_faces(rgb, faces)
+        decisions = openset.decide(scores, self.threshold, self.min_margin) if len(faces) else None
+        out = []
+        for i, face in enumerate(faces):
+            order = np.argsort(-scores[i])[:top]
+            index = int(decisions.index[i])
+            out.append(
+                Recognition(
+                    face=face,
+                    name=self.classes[index] if index >= 0 else None,
+                    score=float(decisions.score[i]),
+                    margin=float(decisions.margin[i]),
+                    candidates=tuple((self.classes[j], float(scores[i, j])) for j in order),
+                )
+            )
+        return out
+
+    def stranger_scores(self, folder: Path, part: str = "all") -> np.ndarray:
+        """Best score of each stranger photo's largest face; embeddings cached by file hash."""
+        vectors = stranger_vectors(folder, part, self.embedder, self._cache_dir())
+        return self.predict_vectors(vectors).max(axis=1) if len(vectors) else np.zeros(0)
+
+    def _cache_dir(self) -> Path | None:
+        return self.workspace / ".facelab" / "cache" if self.workspace is not None else None
+
+
+def stranger_vectors(
+    folder: Path, part: str = "all", model: str = DEFAULT_EMBEDDER, cache_dir: Path | None = None
+) -> np.ndarray:
+    """Vectors of the largest face of each photo in a stranger folder's ``part`` (faceless photos skipped)."""
+    from facelab.embedders import embed_photos_largest_face, embedder_info
+
+    files = openset.stranger_files(folder, part)
+    found = embed_photos_largest_face(files, model, cache_dir=cache_dir)
+    vectors = [found[sha] for _, sha in files if found[sha] is not None]
+    return np.stack(vectors) if vectors else np.zeros((0, embedder_info(model).dim), np.float32)
+
+
+runs.register_loader(TRACK, EmbeddingModel)
+
+
+# -- training -----------------------------------------------------------------------------------
+
+
+def _unique_run_dir(runs_dir: Path, name: str) -> Path:
+    candidate, n = runs_dir / name, 2
+    while candidate.exists():
+        candidate, n = runs_dir / f"{name}-{n}", n + 1
+    return candidate
+
+
+def _accuracy(head: Head, x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(head.scores(x).argmax(axis=1) == y)) if len(y) else float("nan")
+
+
+def leave_one_person_out_scores(
+    head_name: str,
+    params: dict,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    n_classes: int,
+) -> np.ndarray:
+    """Stand-in stranger scores when no strangers folder is given.
+
+    For each person, fit the head without them and score their validation faces: each is then a
+    stranger to the model, scored the way a real stranger would be. Needs three or more people.
+    """
+    out = []
+    for person in range(n_classes):
+        keep = y_train != person
+        others = np.unique(y_train[keep])
+        if len(others) < 2 or not np.any(y_val == person):
+            continue
+        relabel = {c: i for i, c in enumerate(others)}
+        head = build_head(head_name, params)
+        head.fit(x_train[keep], np.array([relabel[c] for c in y_train[keep]]), len(others))
+        out.append(head.scores(x_val[y_val == person]).max(axis=1))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def train_embedding_run(
+    ws: Workspace | Path | str,
+    head: str = "prototype",
+    name: str | None = None,
+    faces: FaceSelection | str = FaceSelection.RESOLVED,
+    strangers: Path | None = None,
+    target_fpir: float = openset.DEFAULT_TARGET_FPIR,
+    model: str = DEFAULT_EMBEDDER,
+    head_params: dict | None = None,
+    progress: Progress | None = None,
+) -> Path:
+    """Fit ``head`` on the train split's embeddings, calibrate the unknown threshold, write the run folder.
+
+    ``faces``: which faces of the split count (``resolved``: identity resolution's person faces).
+    ``strangers``: a folder of photos of people not in the data set; its calibration half sets
+    the threshold (without one, each person in turn is left out and plays the stranger).
+    ``target_fpir``: share of strangers allowed a name (see :func:`facelab.openset.calibrate`).
+    ``head_params``: keyword arguments of the head (see :class:`PrototypeHead`, :class:`KnnHead`,
+    :class:`LinearHead`). Faces without a stored embedding are embedded first (``progress``).
+    Returns the run folder ``WS/runs/<name>/`` (``emb-<model>-<head>``, numbered if taken).
+    """
+    from facelab.embedders import embed_workspace, embedder_info
+    from facelab.imageio import write_bytes_atomic, write_text_atomic
+
+    own = not isinstance(ws, Workspace)
+    workspace = Workspace(ws, create=False) if own else ws
+    try:
+        head_params = dict(head_params or {})
+        build_head(head, head_params)  # fail on a bad name or parameter before any work
+        info = embedder_info(model)
+        faces = FaceSelection(faces)
+        items = {split: load_items(workspace, split, faces) for split in ("train", "val")}
+        if not items["train"]:
+            raise ValueError(f"{workspace.root}: no {faces.value} faces in the train split; run facelab split first")
+        started = time.perf_counter()
+        embed_workspace(workspace, model, progress=progress)
+        embed_seconds = time.perf_counter() - started
+        vectors = workspace.embeddings(model)
+        # People with at least one embedded training face (a photo may have become unreadable).
+        classes = class_names([i for i in items["train"] if i.face_id in vectors])
+        index = {c: i for i, c in enumerate(classes)}
+
+        def xy(split_items: list[SplitItem]) -> tuple[np.ndarray, np.ndarray]:
+            usable = [i for i in split_items if i.face_id in vectors and i.person in index]
+            x = np.stack([vectors[i.face_id] for i in usable]) if usable else np.zeros((0, info.dim), np.float32)
+            return x, np.array([index[i.person] for i in usable], dtype=np.int64)
+
+        x_train, y_train = xy(items["train"])
+        x_val, y_val = xy(items["val"])
+        started = time.perf_counter()
+        fitted = build_head(head, head_params)
+        fitted.fit(x_train, y_train, len(classes))
+        train_seconds = time.perf_counter() - started
+        train_acc, val_acc = _accuracy(fitted, x_train, y_train), _accuracy(fitted, x_val, y_val)
+
+        # Open set: genuine scores of validation faces against strangers the model never saw.
+        val_scores = fitted.scores(x_val) if len(x_val) else np.zeros((0, len(classes)))
+        best, top, margin = openset.top_two(val_scores) if len(x_val) else (np.zeros(0, int),) * 3
+        correct = best == y_val
+        cache_dir = workspace.root / ".facelab" / "cache"
+        if strangers is not None:
+            x_strangers = stranger_vectors(Path(strangers), "calibration", model, cache_dir)
+            stranger_best = fitted.scores(x_strangers).max(axis=1) if len(x_strangers) else np.zeros(0)
+            source = f"{Path(strangers).resolve()} (calibration half, {len(stranger_best)} faces)"
+        else:
+            stranger_best = leave_one_person_out_scores(head, head_params, x_train, y_train, x_val, y_val, len(classes))
+            source = "leave-one-person-out on the val split"
+        calibration = openset.calibrate(
+            stranger_best,
+            top,
+            correct,
+            target_fpir,
+            score_kind=fitted.score_kind,
+            stranger_source=source,
+            margins=margin,
+        )
+
+        run_dir = _unique_run_dir(workspace.runs_dir, name or f"emb-{model}-{head}")
+        run_dir.mkdir(parents=True)
+        buffer = io.BytesIO()
+        np.savez_compressed(
+            buffer,
+            classes=np.array(classes),
+            x=x_train.astype(np.float32),
+            y=y_train,
+            **fitted.arrays(),
+        )
+        write_bytes_atomic(buffer.getvalue(), run_dir / "head.npz")
+        write_text_atomic(json.dumps(calibration.to_json(), indent=2) + "\n", run_dir / "openset.json")
+        config = {
+            "track": TRACK,
+            "embedder": model,
+            "head": head,
+            "head_params": head_params,
+            "faces": faces.value,
+            "strangers": str(Path(strangers).resolve()) if strangers else None,
+            "target_fpir": target_fpir,
+            "workspace": str(workspace.root),
+        }
+        write_text_atomic(_yaml(config), run_dir / "config.yaml")
+        history = io.StringIO()
+        writer = csv.writer(history, lineterminator="\n")
+        # The transfer track's columns, so both tracks' histories read alike; a head has no
+        # epochs and similarity heads no loss.
+        writer.writerow(HISTORY_FIELDS)
+        writer.writerow(
+            [
+                0,
+                "head",
+                "",
+                f"{train_acc:.6g}",
+                "",
+                f"{val_acc:.6g}",
+                "",
+                f"{train_seconds:.4g}",
+                f"{train_seconds:.4g}",
+            ]
+        )
+        write_text_atomic(history.getvalue(), run_dir / "history.csv")
+        head_params_count = fitted.n_params()
+        summary = {
+            "track": TRACK,
+            "status": "finished",
+            "backbone": model,
+            "strategy": head,
+            "augment": "none",
+            "weights": info.weights,
+            "params_total": info.params + head_params_count,
+            "params_trainable": head_params_count,
+            "size_bytes": (run_dir / "head.npz").stat().st_size,
+            "train_seconds": round(train_seconds, 4),
+            "embed_seconds": round(embed_seconds, 2),
+            "device": "cpu",
+            "best_epoch": 0,
+            "epochs_run": 0,
+            "train_accuracy": train_acc,
+            "val_accuracy": val_acc,
+            "classes": classes,
+            "trained_classes": classes,
+            "faces": faces.value,
+            "n_train": len(y_train),
+            "n_val": len(y_val),
+            "embedder": model,
+            "head_params": head_params,
+            "score_kind": fitted.score_kind,
+            "threshold": calibration.threshold,
+            "target_fpir": target_fpir,
+            "workspace": str(workspace.root),
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+        }
+        write_text_atomic(json.dumps(_finite(summary), indent=2) + "\n", run_dir / "summary.json")
+        return run_dir
+    finally:
+        if own:
+            workspace.close()
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
