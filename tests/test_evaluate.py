@@ -101,6 +101,8 @@ def test_photo_level_judges_whole_photos(tmp_path: Path) -> None:
     assert metrics["any_face_recall"] == pytest.approx(3 / 4)
     assert metrics["photo_accuracy_single_face"] == 1.0
     assert metrics["photo_accuracy_multi_face"] == 0.5
+    # The largest-face rule: ann2's largest face is the co-star; bob1's largest is named bob.
+    assert metrics["photo_accuracy_largest_face"] == pytest.approx(2 / 4)
     assert {o.photo.name: o.chosen_name for o in outcomes}["bob2.jpg"] is None
 
 

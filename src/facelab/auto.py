@@ -100,8 +100,8 @@ def calibrate_run(
 
     Negatives are the calibration half of ``strangers`` and, when ``bystanders`` (default: only when
     no strangers folder is given), the bystander faces of the train and val photos — other people in
-    the user's own photos, free negatives (some may be known people, which makes the threshold
-    stricter than needed, never looser).
+    the user's own photos, free negatives — except bystanders who look like one of the user's
+    people (see :func:`facelab.identity.stranger_bystanders`).
     """
     from facelab.openset import calibrate, stranger_scores, top_two
 
@@ -120,10 +120,13 @@ def calibrate_run(
     if bystanders is None:
         bystanders = strangers is None
     if bystanders:
+        from facelab.identity import stranger_bystanders
+
+        usable = stranger_bystanders(ws)
         others = [
             item
             for item in load_items(ws, None, FaceSelection.ALL)
-            if item.role == "bystander" and item.split in ("train", "val")
+            if item.face_id in usable and item.split in ("train", "val")
         ]
         if others:
             negatives.append(model.predict_items(others).max(axis=1))

@@ -87,6 +87,8 @@ class PhotoOutcome:
     n_faces: int
     chosen_name: str | None
     named_on_any: bool
+    largest_name: str | None = None
+    named_on_any_open: bool = False
 
 
 def photo_level(
@@ -106,15 +108,20 @@ def photo_level(
     for item in items:
         by_photo[item.photo_id].append(item)
     names: list[str] = []
+    open_names: list[str] = []
     if items:
-        names = decide(model.predict_items(items), model.classes, threshold)
+        scores = model.predict_items(items)
+        names = decide(scores, model.classes, threshold)
+        open_names = decide(scores, model.classes, model.threshold) if model.threshold is not None else []
     name_of = {item.face_id: name for item, name in zip(items, names, strict=True)}
+    open_name_of = {item.face_id: name for item, name in zip(items, open_names, strict=False)}
     outcomes: list[PhotoOutcome] = []
     for photo in photos:
         faces = by_photo.get(photo["id"], [])
         person = photo["person"]
         by_role = [f for f in faces if f.role == "person"] if use_roles else []
         chosen = by_role or sorted(faces, key=lambda f: f.face.box.area, reverse=True)[:1]
+        largest = max(faces, key=lambda f: f.face.box.area) if faces else None
         outcomes.append(
             PhotoOutcome(
                 photo=Path(photo["path"]),
@@ -122,6 +129,8 @@ def photo_level(
                 n_faces=len(faces),
                 chosen_name=name_of[chosen[0].face_id] if chosen else None,
                 named_on_any=any(name_of[f.face_id] == person for f in faces),
+                largest_name=name_of[largest.face_id] if largest else None,
+                named_on_any_open=any(open_name_of.get(f.face_id) == person for f in faces),
             )
         )
 
@@ -134,6 +143,8 @@ def photo_level(
     metrics = {
         "photo_accuracy": share(outcomes, right),
         "any_face_recall": share(outcomes, lambda o: o.named_on_any),
+        # The peer's rule, which needs no folder label to pick the face: the largest face's name.
+        "photo_accuracy_largest_face": share(outcomes, lambda o: o.largest_name == o.person),
         "n_photos": len(outcomes),
         "photos_single_face": len(single),
         "photos_multi_face": len(multi),
@@ -141,6 +152,9 @@ def photo_level(
         "photo_accuracy_single_face": share(single, right),
         "photo_accuracy_multi_face": share(multi, right),
     }
+    if model.threshold is not None:
+        # With "unknown" in play: the person is named on some face at the run's threshold.
+        metrics["any_face_recall_open"] = share(outcomes, lambda o: o.named_on_any_open)
     return metrics, outcomes
 
 

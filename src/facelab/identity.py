@@ -167,3 +167,34 @@ def resolve_identities(
         summary.roles[row["role"] or "none"] = row["n"]
     ws.set_setting("identity_model", model)
     return summary
+
+
+def stranger_bystanders(ws: Workspace, model: str = "dlib", params: ResolutionParams | None = None) -> set[int]:
+    """Bystander faces that are nobody in the data set: usable as "stranger" negatives.
+
+    A bystander can be another of the user's people (Federer in a photo in Serena's folder).
+    Counting such a face as a stranger would push the unknown threshold above the known people's own
+    scores, so a bystander within ``match_distance`` of any person's identity (the mean of their
+    ``person`` faces) is left out.
+    """
+    params = params or ResolutionParams()
+    vectors = ws.embeddings(model)
+    rows = ws.query(
+        "SELECT f.id, f.role, c.person FROM faces f JOIN crops c ON c.face_id = f.id "
+        "WHERE f.role IN ('person', 'bystander') AND c.status != 'rejected'"
+    )
+    by_person: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        if row["role"] == "person" and row["id"] in vectors:
+            by_person.setdefault(row["person"], []).append(vectors[row["id"]])
+    if not by_person:
+        return set()
+    prototypes = np.stack([np.mean(v, axis=0) for v in by_person.values()])
+    strangers = set()
+    for row in rows:
+        if row["role"] != "bystander" or row["id"] not in vectors:
+            continue
+        nearest = float(np.min(np.linalg.norm(prototypes - vectors[row["id"]], axis=1)))
+        if nearest > params.match_distance:
+            strangers.add(row["id"])
+    return strangers
