@@ -82,3 +82,18 @@ def test_review_decision_beats_resolution_and_survives_rebuild(jerry_ws: Path) -
         assert again[1]["role"] == "person"
         status = ws.query("SELECT status FROM crops WHERE face_id = ?", (again[1]["id"],))[0]["status"]
         assert status == "accepted"
+
+
+def test_bystanders_who_are_strangers_serve_as_negatives(jerry_ws: Path) -> None:
+    from facelab.identity import stranger_bystanders
+
+    with Workspace(jerry_ws / "ws") as ws:
+        usable = stranger_bystanders(ws)
+        group = _faces_of(ws, GROUP_PHOTO)
+        # Julia Louis-Dreyfus and the passer-by are nobody in this data set; Jerry is somebody.
+        assert group[2]["id"] in usable
+        # An earlier test accepted face 1 as Jerry in review: then it is nobody's negative any more.
+        assert (group[1]["id"] in usable) == (group[1]["role"] == "bystander")
+        assert group[0]["id"] not in usable
+        person_faces = {r["id"] for r in ws.query("SELECT id FROM faces WHERE role = 'person'")}
+        assert not (usable & person_faces)
