@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,7 @@ def workspace_for(name: str) -> Path:
 
 def train(ws_dir: Path, method: Method) -> Path:
     name = f"bench-{method.track}-{method.option.replace('/', '-')}-{method.faces}"
+    shutil.rmtree(ws_dir / "runs" / name, ignore_errors=True)  # a fresh run each time the bench runs
     with Workspace(ws_dir) as ws:
         if method.track == "embedding":
             from facelab.embed_track import train_embedding_run

@@ -16,16 +16,19 @@ angles is merged with OpenCV's NMS (``cv2.dnn.NMSBoxes``), and ``Face.angle`` re
 face backed by ``n`` neighbouring raw detections: monotone in the seed's evidence, and in 0..1
 like the other detectors' probabilities (6 neighbours, the sweep's bar, scores 0.5).
 
-Measured choices (bench/bench_detectors.py, docs/benchmarks.md):
+Measured choices (celeb5 / sports5 / strangers, photos with a face; bench/bench_detectors.py):
 
-- Sweep range ±45°: faces tilted more than that are rare in photo collections (people stand up);
-  a full circle triples the sweep time and its extra angles found no face that the ±45° sweep
-  missed on our sets while adding false positives.
-- The sweep runs only when the upright pass finds nothing (``SweepMode.IF_NONE``): the upright
-  pass already finds the tilted-but-not-much faces, running the sweep always adds false positives
-  in busy photos and costs ~6 extra cascade passes per photo.
-- Photos are shrunk to ``max_side`` 1024 first (the seed ran on full size): 1 % fewer photos with
-  a face on sports5 (small faces in crowds), 1.7× faster, fewer tiny false positives.
+- The sweep rescues photos the upright pass misses: 103 → 105 / 307 → 325 / 299 → 299.
+- Sweep range ±45°: faces tilted more than that are rare (people stand up). The full circle found
+  a face on 8 more photos of 786, but on the contact sheet most of its new boxes (about 8 of 11)
+  were not faces (a jersey, a racket, a sleeve, legs), and it doubles the sweep's time.
+- The sweep runs only when the upright pass finds nothing (``SweepMode.IF_NONE``). Running it
+  always found a face on no additional photo, added 0.02–0.10 faces per photo, which on the
+  contact sheets were mostly false positives and the same face again at another angle and size,
+  and made haar about 4× slower.
+- Photos are shrunk to ``max_side`` 1024 first (the seed ran on full size): 325 instead of 329
+  sports5 photos with a face, 1.43 instead of 1.65 boxes per photo (boxes under 60 px × photo
+  side / 1024, which the shrunk pass cannot see), 30 % less CPU.
 """
 
 from __future__ import annotations

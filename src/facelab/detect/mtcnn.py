@@ -3,7 +3,8 @@
 The P/R/O-net weights ship inside the facenet-pytorch wheel, so nothing downloads. Tuning:
 
 - ``max_side``: MTCNN builds an image pyramid down from ``min_face_size``; on a 24-megapixel photo
-  that is dozens of P-net passes, so photos are shrunk to ``max_side`` first.
+  that is dozens of P-net passes, so photos are shrunk to ``max_side`` first. 640 found as many
+  sports5 photos with a face as 1024 (365 vs 364 of 368) with 2.5× fewer pixels to scan.
 - ``min_face_size``: smallest face searched for, in pixels of the shrunk image (20 is the library's
   default); raising it is the cheapest way to go faster on portraits.
 - ``thresholds``: the three stages' acceptance scores (library default 0.6, 0.7, 0.7); raise the
@@ -29,7 +30,7 @@ PACKAGE = "facenet-pytorch"
 class MTCNNDetector:
     """Call :meth:`detect` with an RGB array; build with :func:`build` (loads the three nets)."""
 
-    max_side: int = 1024
+    max_side: int = 640
     name: str = NAME
     _mtcnn: Any = field(default=None, repr=False)
 
@@ -61,7 +62,7 @@ class MTCNNDetector:
 
 
 def build(
-    max_side: int = 1024, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    max_side: int = 640, min_face_size: int = 20, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
 ) -> MTCNNDetector:
     """Load the three nets (weights from the wheel) on the CPU and return a detector."""
     try:
