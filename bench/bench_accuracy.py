@@ -125,7 +125,8 @@ def measure(ws_dir: Path, method: Method, strangers: Path) -> dict:
 
 
 def pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:.1%}"
+    # None: not measured; NaN: nothing to measure (e.g. no multi-face photo in the test split).
+    return "–" if value is None or value != value else f"{value:.1%}"
 
 
 def machine() -> str:
