@@ -105,6 +105,6 @@ INFO = DetectorInfo(
     name=NAME,
     build=build,
     landmarks=True,
-    notes="dlib HOG (face_recognition's default), for comparison; misses small and tilted faces",
+    notes="face_recognition's default, for comparison: 743/786 photos; ~0.15 s/photo, 2 cores",
     package=PACKAGE,
 )

@@ -92,6 +92,6 @@ INFO = DetectorInfo(
     name=NAME,
     build=build,
     landmarks=True,
-    notes="MTCNN; good recall, landmarks; slower (~150 ms/photo) and more false positives than RetinaFace",
+    notes="783/786 photos with a face but ~10% of boxes not faces (by eye); ~0.13 s/photo, 2 cores",
     package=PACKAGE,
 )

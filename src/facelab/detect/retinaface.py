@@ -5,9 +5,15 @@ seconds; we shrink photos to ``max_side`` first and map boxes back. Tuning:
 
 - ``max_side``: longest side the network sees. Its smallest anchors are 16 px, so at 1024 a face
   must be about 1.5 % of the photo's longest side to be found; raise it for crowds and group
-  photos (time grows with the pixel count), lower it for speed on portraits.
-- ``score_threshold``: the package's default 0.9 rejects nothing we found to be a face on our sets;
-  lower it (0.5–0.7) to find blurred or profile faces at the cost of false positives.
+  photos (time grows with the pixel count), lower it for speed on portraits. Measured: 640 finds a
+  face on the same photos as 1024 but ~1 % fewer faces in sports5 crowds at half the CPU; the full
+  size finds 1 more photo of 368 in nearly twice the time.
+- ``score_threshold``: the package's default 0.9 showed no false positive in our by-eye samples
+  (docs/benchmarks.md); lower it (0.5–0.7) to find more blurred or profile faces, at the cost of
+  false positives.
+- ``min_side``: small web images (< 400 px) hide faces under the 16 px anchors; enlarging them to
+  640 found the one celeb5 face missed (a full-body shot) but made small photos ~4× slower and found
+  more bystanders, so it is off by default.
 - ``refine_tilt``: this small model pulls the landmarks of tilted faces towards upright (eye line
   off by 5–8° at a 25° tilt, measured on LFW photos turned in 5° steps), which would leave aligned
   crops tilted. Faces tilted by more than ``refine_tilt`` degrees get a second look: the face is
@@ -128,6 +134,6 @@ INFO = DetectorInfo(
     name=NAME,
     build=build,
     landmarks=True,
-    notes="default; best recall (99%), no false positive seen on strangers; ~40 ms/photo on 2 cores",
+    notes="default; found a face on 784/786 shared photos, no false positive seen by eye; ~0.06 s/photo, 2 cores",
     package=PACKAGE,
 )
