@@ -63,7 +63,8 @@ class Face:
 
     ``landmarks`` are five points in anatomical order: the subject's right eye (on the image's left
     when the face is upright), left eye, nose tip, right mouth corner, left mouth corner; ``None``
-    when the detector gives none. Anatomical order keeps ``eye_angle`` right for tilted faces. ``angle`` is the in-plane rotation (degrees, counter-clockwise) at which
+    when the detector gives none. Anatomical order keeps ``eye_angle`` right for tilted faces.
+    ``angle`` is the in-plane rotation (degrees, counter-clockwise) at which
     a rotation-sweeping detector found the face; 0 for detectors that do not sweep.
     """
 
