@@ -47,17 +47,6 @@ from facelab.store import Workspace, blob_to_vector, vector_to_blob
 from facelab.types import Face, Recognition
 
 TRACK = "embedding"
-HISTORY_FIELDS = (
-    "epoch",
-    "phase",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-    "elapsed",
-)
 
 
 # -- similarities -------------------------------------------------------------------------------
@@ -687,7 +676,7 @@ def train_embedding_run(
         writer = csv.writer(history, lineterminator="\n")
         # The transfer track's columns, so both tracks' histories read alike; a head has no
         # epochs and similarity heads no loss.
-        writer.writerow(HISTORY_FIELDS)
+        writer.writerow(runs.HISTORY_FIELDS)
         writer.writerow(
             [
                 0,

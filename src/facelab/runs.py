@@ -41,6 +41,19 @@ class Model(Protocol):
         ...
 
 
+# Columns of every run's history.csv, whatever its track, so plots and compare read both alike.
+HISTORY_FIELDS = (
+    "epoch",
+    "phase",
+    "train_loss",
+    "train_accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "seconds",
+    "elapsed",
+)
+
 Loader = Callable[[Path], Model]
 _LOADERS: dict[str, Loader] = {}
 

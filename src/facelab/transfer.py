@@ -44,7 +44,7 @@ import numpy as np
 from facelab import backbones as bb
 from facelab.config import Augment, Device, Strategy, TrainConfig
 from facelab.imageio import write_text_atomic
-from facelab.runs import read_summary, register_loader
+from facelab.runs import HISTORY_FIELDS, read_summary, register_loader
 from facelab.transforms import AUGMENTS, Preprocessing
 
 if TYPE_CHECKING:
@@ -56,17 +56,6 @@ if TYPE_CHECKING:
     from facelab.types import Face
 
 TRACK = "transfer"
-HISTORY_FIELDS = (
-    "epoch",
-    "phase",
-    "train_loss",
-    "train_accuracy",
-    "val_loss",
-    "val_accuracy",
-    "lr",
-    "seconds",
-    "elapsed",
-)
 # A cached (head-only) phase runs hundreds of epochs a second; writing the whole network to
 # last.pt after each would dominate, so it is written at most this often (and at phase ends).
 CACHED_CHECKPOINT_EVERY_S = 10.0
