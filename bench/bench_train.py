@@ -246,6 +246,7 @@ def main() -> None:
         with Workspace(workspace) as ws:
             ws.set_setting("bench_how", how)  # so a rerun with --workspace can say how it was made
         print(f"workspace {workspace} built in {time.perf_counter() - t0:.0f} s: {how}", file=sys.stderr)
+    stamp = time.strftime("%Y%m%d-%H%M%S")  # run names unique per invocation: reruns never collide
     with Workspace(workspace, create=False) as ws:
         n = {s: len(load_items(ws, s)) for s in ("train", "val", "test")}
         how = ws.setting("bench_how", "a given workspace")
@@ -268,7 +269,7 @@ def main() -> None:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for i, (label, options, note) in enumerate(HEADLINE):
-            s = in_subprocess(workspace, dict(options), f"bench-{i}", args.device)
+            s = in_subprocess(workspace, dict(options), f"bench-{stamp}-{i}", args.device)
             print(
                 label, json.dumps({k: s.get(k) for k in ("val_accuracy", "seconds_to_best", "error")}), file=sys.stderr
             )
@@ -296,13 +297,13 @@ def main() -> None:
             ft = in_subprocess(
                 workspace,
                 {"backbone": name, "strategy": "fine-tune", "epochs": 2, "patience": 0, "weights": weights},
-                f"bench-ft-{name}",
+                f"bench-{stamp}-ft-{name}",
                 args.device,
             )
             fe = in_subprocess(
                 workspace,
                 {"backbone": name, "augment": "none", "epochs": 60, "weights": weights},
-                f"bench-fe-{name}",
+                f"bench-{stamp}-fe-{name}",
                 args.device,
             )
             print(name, ft.get("seconds_per_epoch"), fe.get("val_accuracy"), file=sys.stderr)
