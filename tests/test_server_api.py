@@ -339,6 +339,9 @@ def test_bad_training_requests(served: Served) -> None:
     assert client.post("/api/jobs", json={"mode": "embedding", "head": "nope"}).status_code == 422
     assert client.post("/api/jobs", json={"mode": "transfer", "backbone": "nope"}).status_code == 422
     assert client.post("/api/jobs", json={"mode": "auto", "budget_minutes": 0}).status_code == 422
+    refused = client.post("/api/jobs", json={"mode": "embedding", "head": "prototype", "include_others": True})
+    assert refused.status_code == 422 and "knn or linear" in refused.text
+    assert client.post("/api/jobs", json={"mode": "auto", "include_others": True}).status_code == 422
     options = client.get("/api/options").json()
     assert "prototype" in options["heads"] and "mobilenet_v2" in options["backbones"]
 

@@ -395,7 +395,14 @@ def test_train_command_hands_the_embedding_track_over(tmp_path: Path, monkeypatc
     result = _cli(["train", str(ws_root), "--track", "embedding", "--head", "knn", "--faces", "all"])
     assert result.exit_code == 0, result.output
     _, kwargs = calls[0]
-    assert kwargs == {"head": "knn", "name": None, "faces": "all", "strangers": None, "target_fpir": 0.01}
+    assert kwargs == {
+        "head": "knn",
+        "name": None,
+        "faces": "all",
+        "strangers": None,
+        "target_fpir": 0.01,
+        "include_others": False,
+    }
     assert result.stdout.strip().endswith("emb")
 
 

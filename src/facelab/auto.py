@@ -103,15 +103,15 @@ def calibrate_run(
     the user's own photos, free negatives — except bystanders who look like one of the user's
     people (see :func:`facelab.identity.stranger_bystanders`).
     """
-    from facelab.openset import calibrate, stranger_scores, top_two
+    from facelab.openset import calibrate, open_scores, stranger_scores, top_two
 
     model = load_model(run_dir)
     val = load_items(ws, "val", read_summary(run_dir).get("faces", FaceSelection.RESOLVED))
     if not val:
         val = load_items(ws, "train", FaceSelection.RESOLVED)
     scores = model.predict_items(val)
-    index, best, margin = top_two(scores)
-    correct = np.array([model.classes[i] == item.person for i, item in zip(index, val, strict=True)])
+    index, best, margin = top_two(scores, model.classes)
+    correct = np.array([i >= 0 and model.classes[i] == item.person for i, item in zip(index, val, strict=True)])
     negatives = []
     sources = []
     if strangers is not None:
@@ -129,7 +129,7 @@ def calibrate_run(
             if item.face_id in usable and item.split in ("train", "val")
         ]
         if others:
-            negatives.append(model.predict_items(others).max(axis=1))
+            negatives.append(open_scores(model.predict_items(others), model.classes))
             sources.append(f"{len(others)} bystander faces of the user's photos")
     impostor = np.concatenate(negatives) if negatives else np.zeros(0)
     calibration = calibrate(

@@ -45,7 +45,7 @@ def run_row(run_dir: Path) -> dict:
         "strategy": summary.get("strategy"),
         "augment": summary.get("augment"),
         "weights": summary.get("weights"),
-        "faces": summary.get("faces"),
+        "faces": f"{summary.get('faces')} + others" if summary.get("include_others") else summary.get("faces"),
         "params_total": summary.get("params_total"),
         "params_trainable": summary.get("params_trainable"),
         "size_mb": None if size is None else round(size / 1e6, 2),

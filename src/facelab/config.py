@@ -163,6 +163,7 @@ class TrainConfig:
     amp: bool = True
     channels_last: bool = True
     faces: str = "resolved"
+    include_others: bool = False
     crop_margin: float = DEFAULT_CROP_MARGIN
     preset: Preset = Preset.DEFAULT
     name: str | None = None

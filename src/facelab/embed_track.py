@@ -42,7 +42,7 @@ import numpy as np
 
 from facelab import openset, runs
 from facelab.embedders import DEFAULT_EMBEDDER, Progress
-from facelab.items import FaceSelection, SplitItem, class_names, load_items
+from facelab.items import OTHERS, FaceSelection, SplitItem, class_names, class_names_of, load_items, people
 from facelab.store import Workspace, blob_to_vector, vector_to_blob
 from facelab.types import Face, Recognition
 
@@ -322,6 +322,8 @@ def enroll(
     person = person.strip()
     if not person:
         raise ValueError("the person's name is empty")
+    if person == OTHERS:
+        raise ValueError(f"{OTHERS!r} is the class name of bystanders (--include-others); choose another name")
     outcomes = []
     for photo in photos:
         photo = Path(photo)
@@ -431,7 +433,7 @@ class EmbeddingModel:
         if self.workspace is not None:
             with Workspace(self.workspace, create=False) as ws:
                 gallery = gallery_vectors(ws, self.embedder)
-        self.classes = sorted(set(self.trained_classes) | {person for person, _ in gallery})
+        self.classes = class_names_of([*self.trained_classes, *(person for person, _ in gallery)])
         index = {name: i for i, name in enumerate(self.classes)}
         remap = np.array([index[c] for c in self.trained_classes], dtype=np.int64)
         x, y = self._x, remap[self._y] if len(self._y) else self._y
@@ -491,10 +493,11 @@ class EmbeddingModel:
     def recognize(self, rgb: np.ndarray, faces: list[Face], top: int = 3) -> list[Recognition]:
         """Open-set answers for faces of a photo: name or unknown, score, margin, best candidates."""
         scores = self.predict_faces(rgb, faces)
-        decisions = openset.decide(scores, self.threshold, self.min_margin) if len(faces) else None
+        decisions = openset.decide(scores, self.threshold, self.min_margin, self.classes) if len(faces) else None
+        people = [j for j, name in enumerate(self.classes) if name != OTHERS]  # "others" is nobody's name
         out = []
         for i, face in enumerate(faces):
-            order = np.argsort(-scores[i])[:top]
+            order = sorted(people, key=lambda j: -scores[i, j])[:top]
             index = int(decisions.index[i])
             out.append(
                 Recognition(
@@ -510,7 +513,7 @@ class EmbeddingModel:
     def stranger_scores(self, folder: Path, part: str = "all") -> np.ndarray:
         """Best score of each stranger photo's largest face; embeddings cached by file hash."""
         vectors = stranger_vectors(folder, part, self.embedder, self._cache_dir())
-        return self.predict_vectors(vectors).max(axis=1) if len(vectors) else np.zeros(0)
+        return openset.open_scores(self.predict_vectors(vectors), self.classes) if len(vectors) else np.zeros(0)
 
     def _cache_dir(self) -> Path | None:
         return self.workspace / ".facelab" / "cache" if self.workspace is not None else None
@@ -541,8 +544,9 @@ def _unique_run_dir(runs_dir: Path, name: str) -> Path:
     return candidate
 
 
-def _accuracy(head: Head, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(head.scores(x).argmax(axis=1) == y)) if len(y) else float("nan")
+def _accuracy(head: Head, x: np.ndarray, y: np.ndarray, classes: list[str]) -> float:
+    """Share of faces given their own name (a face the bystander class wins is not named)."""
+    return float(np.mean(openset.top_two(head.scores(x), classes)[0] == y)) if len(y) else float("nan")
 
 
 def leave_one_person_out_scores(
@@ -552,23 +556,27 @@ def leave_one_person_out_scores(
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    n_classes: int,
+    classes: list[str],
 ) -> np.ndarray:
     """Stand-in stranger scores when no strangers folder is given.
 
     For each person, fit the head without them and score their validation faces: each is then a
     stranger to the model, scored the way a real stranger would be. Needs three or more people.
+    The bystander class (:data:`OTHERS`) is never left out: it is nobody.
     """
     out = []
-    for person in range(n_classes):
-        keep = y_train != person
-        others = np.unique(y_train[keep])
-        if len(others) < 2 or not np.any(y_val == person):
+    for person, name in enumerate(classes):
+        if name == OTHERS:
             continue
-        relabel = {c: i for i, c in enumerate(others)}
+        keep = y_train != person
+        kept = np.unique(y_train[keep])
+        if len(people([classes[c] for c in kept])) < 2 or not np.any(y_val == person):
+            continue
+        relabel = {c: i for i, c in enumerate(kept)}
         head = build_head(head_name, params)
-        head.fit(x_train[keep], np.array([relabel[c] for c in y_train[keep]]), len(others))
-        out.append(head.scores(x_val[y_val == person]).max(axis=1))
+        head.fit(x_train[keep], np.array([relabel[c] for c in y_train[keep]]), len(kept))
+        scores = head.scores(x_val[y_val == person])
+        out.append(openset.open_scores(scores, [classes[c] for c in kept]))
     return np.concatenate(out) if out else np.zeros(0)
 
 
@@ -582,6 +590,7 @@ def train_embedding_run(
     model: str = DEFAULT_EMBEDDER,
     head_params: dict | None = None,
     progress: Progress | None = None,
+    include_others: bool = False,
 ) -> Path:
     """Fit ``head`` on the train split's embeddings, calibrate the unknown threshold, write the run folder.
 
@@ -591,6 +600,9 @@ def train_embedding_run(
     ``target_fpir``: share of strangers allowed a name (see :func:`facelab.openset.calibrate`).
     ``head_params``: keyword arguments of the head (see :class:`PrototypeHead`, :class:`KnnHead`,
     :class:`LinearHead`). Faces without a stored embedding are embedded first (``progress``).
+    ``include_others``: add the bystanders of the user's photos who are none of the user's people
+    as a class :data:`OTHERS` that answers "unknown" when it wins (``knn`` and ``linear`` heads;
+    a prototype is one centre per person, and bystanders are many people).
     Returns the run folder ``WS/runs/<name>/`` (``emb-<model>-<head>``, numbered if taken).
     """
     from facelab.embedders import embed_workspace, embedder_info
@@ -601,9 +613,15 @@ def train_embedding_run(
     try:
         head_params = dict(head_params or {})
         build_head(head, head_params)  # fail on a bad name or parameter before any work
+        if include_others and head == "prototype":
+            raise ValueError(
+                "--include-others needs the knn or linear head: a prototype is one centre per person, and "
+                "bystanders are many people (the prototype head uses them as negatives for its unknown "
+                "threshold instead, see facelab calibrate)"
+            )
         info = embedder_info(model)
         faces = FaceSelection(faces)
-        items = {split: load_items(workspace, split, faces) for split in ("train", "val")}
+        items = {split: load_items(workspace, split, faces, include_others) for split in ("train", "val")}
         if not items["train"]:
             raise ValueError(f"{workspace.root}: no {faces.value} faces in the train split; run facelab split first")
         started = time.perf_counter()
@@ -625,19 +643,26 @@ def train_embedding_run(
         fitted = build_head(head, head_params)
         fitted.fit(x_train, y_train, len(classes))
         train_seconds = time.perf_counter() - started
-        train_acc, val_acc = _accuracy(fitted, x_train, y_train), _accuracy(fitted, x_val, y_val)
+        # Accuracy and calibration are about the people's faces; bystanders are only training data.
+        person_train = np.array([classes[c] != OTHERS for c in y_train], dtype=bool)
+        person_val = np.array([classes[c] != OTHERS for c in y_val], dtype=bool)
+        train_acc = _accuracy(fitted, x_train[person_train], y_train[person_train], classes)
+        val_acc = _accuracy(fitted, x_val[person_val], y_val[person_val], classes)
 
         # Open set: genuine scores of validation faces against strangers the model never saw.
-        val_scores = fitted.scores(x_val) if len(x_val) else np.zeros((0, len(classes)))
-        best, top, margin = openset.top_two(val_scores) if len(x_val) else (np.zeros(0, int),) * 3
-        correct = best == y_val
+        x_genuine, y_genuine = x_val[person_val], y_val[person_val]
+        val_scores = fitted.scores(x_genuine) if len(x_genuine) else np.zeros((0, len(classes)))
+        best, top, margin = openset.top_two(val_scores, classes) if len(x_genuine) else (np.zeros(0, int),) * 3
+        correct = best == y_genuine
         cache_dir = workspace.root / ".facelab" / "cache"
         if strangers is not None:
             x_strangers = stranger_vectors(Path(strangers), "calibration", model, cache_dir)
-            stranger_best = fitted.scores(x_strangers).max(axis=1) if len(x_strangers) else np.zeros(0)
+            stranger_best = (
+                openset.open_scores(fitted.scores(x_strangers), classes) if len(x_strangers) else np.zeros(0)
+            )
             source = f"{Path(strangers).resolve()} (calibration half, {len(stranger_best)} faces)"
         else:
-            stranger_best = leave_one_person_out_scores(head, head_params, x_train, y_train, x_val, y_val, len(classes))
+            stranger_best = leave_one_person_out_scores(head, head_params, x_train, y_train, x_val, y_val, classes)
             source = "leave-one-person-out on the val split"
         calibration = openset.calibrate(
             stranger_best,
@@ -667,6 +692,7 @@ def train_embedding_run(
             "head": head,
             "head_params": head_params,
             "faces": faces.value,
+            "include_others": include_others,
             "strangers": str(Path(strangers).resolve()) if strangers else None,
             "target_fpir": target_fpir,
             "workspace": str(workspace.root),
@@ -712,8 +738,10 @@ def train_embedding_run(
             "classes": classes,
             "trained_classes": classes,
             "faces": faces.value,
+            "include_others": include_others,
             "n_train": len(y_train),
             "n_val": len(y_val),
+            "n_others_train": int((~person_train).sum()),
             "embedder": model,
             "head_params": head_params,
             "score_kind": fitted.score_kind,

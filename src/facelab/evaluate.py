@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from facelab.imageio import write_text_atomic
-from facelab.items import FaceSelection, SplitItem, load_items
+from facelab.items import OTHERS, FaceSelection, SplitItem, load_items, people
 from facelab.runs import Model, load_model, read_summary
 from facelab.store import Workspace
 
@@ -71,13 +71,11 @@ def closed_set_metrics(y_true: list[str], y_pred: list[str], classes: list[str])
 
 
 def decide(scores: np.ndarray, classes: list[str], threshold: float | None) -> list[str]:
-    """Names for rows of scores: the best class, or ``unknown`` under the threshold."""
-    best = scores.argmax(axis=1)
-    names = [classes[i] for i in best]
-    if threshold is not None:
-        top = scores.max(axis=1)
-        names = [n if s >= threshold else UNKNOWN for n, s in zip(names, top, strict=True)]
-    return names
+    """Names for rows of scores: the best person, or ``unknown`` under the threshold or where the
+    bystander class (``--include-others``) wins."""
+    from facelab.openset import decide as open_decide
+
+    return open_decide(scores, threshold, classes=classes).names(classes, UNKNOWN)
 
 
 @dataclass
@@ -158,6 +156,28 @@ def photo_level(
     return metrics, outcomes
 
 
+def bystander_metrics(ws: Workspace, model: Model, split: str) -> dict:
+    """How often the other people in the split's photos get one of our names: an FPIR measured on the
+    user's own photos (same cameras, same light), closed set and at the run's threshold.
+
+    The faces are the bystanders who are none of the user's people
+    (:func:`facelab.identity.stranger_bystanders`); ``n_bystanders`` is 0 when there are none.
+    """
+    others = [item for item in load_items(ws, split, include_others=True) if item.person == OTHERS]
+    if not others:
+        return {"n_bystanders": 0}
+    scores = model.predict_items(others)
+    names = decide(scores, model.classes, None)
+    out = {
+        "n_bystanders": len(others),
+        "bystanders_named_closed_set": float(np.mean([n != UNKNOWN for n in names])),
+    }
+    if model.threshold is not None:
+        open_names = decide(scores, model.classes, model.threshold)
+        out["bystanders_named"] = float(np.mean([n != UNKNOWN for n in open_names]))
+    return out
+
+
 def evaluate_run(
     run_dir: Path | str,
     split: str = "test",
@@ -178,9 +198,10 @@ def evaluate_run(
         scores = model.predict_items(items) if items else np.zeros((0, len(model.classes)))
         y_true = [item.person for item in items]
         y_pred = decide(scores, model.classes, None) if items else []
-        metrics = {"run": run_dir.name, "split": split, **closed_set_metrics(y_true, y_pred, model.classes)}
+        metrics = {"run": run_dir.name, "split": split, **closed_set_metrics(y_true, y_pred, people(model.classes))}
         photo_metrics, outcomes = photo_level(ws, model, split, use_roles=faces != FaceSelection.ALL.value)
         metrics.update(photo_metrics)
+        metrics.update(bystander_metrics(ws, model, split))
         if model.threshold is not None or strangers is not None:
             metrics.update(_open_set(model, scores, y_true, strangers, run_dir, plots))
     metrics["seconds"] = round(time.perf_counter() - started, 2)
@@ -204,10 +225,11 @@ def evaluate_run(
 def _open_set(
     model: Model, scores: np.ndarray, y_true: list[str], strangers: Path | None, run_dir: Path, plots
 ) -> dict:
-    from facelab.openset import evaluate_open_set, stranger_scores
+    from facelab.openset import evaluate_open_set, open_scores, stranger_scores, top_two
 
-    correct = np.array([model.classes[i] == t for i, t in zip(scores.argmax(axis=1), y_true, strict=True)], dtype=bool)
-    genuine = scores.max(axis=1) if len(scores) else np.zeros(0)
+    index, _, _ = top_two(scores, model.classes) if len(scores) else (np.zeros(0, int),) * 3
+    correct = np.array([i >= 0 and model.classes[i] == t for i, t in zip(index, y_true, strict=True)], dtype=bool)
+    genuine = open_scores(scores, model.classes) if len(scores) else np.zeros(0)
     impostor = stranger_scores(model, strangers, part="evaluation") if strangers else np.zeros(0)
     threshold = model.threshold
     result = evaluate_open_set(genuine, correct, impostor, threshold)
@@ -250,6 +272,12 @@ def report_markdown(summary: dict, metrics: dict, outcomes: list[PhotoOutcome]) 
         lines.append(
             f"- unknown threshold {metrics.get('threshold')}: strangers given a name (FPIR) "
             f"{_pct(metrics.get('fpir'))}, known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
+        )
+    if metrics.get("n_bystanders"):
+        named = metrics.get("bystanders_named", metrics.get("bystanders_named_closed_set"))
+        lines.append(
+            f"- other people in the photos (bystanders, {metrics['n_bystanders']} faces) given one of our names: "
+            f"{_pct(named)}" + ("" if "bystanders_named" in metrics else " (no unknown threshold)")
         )
     per_class = metrics.get("per_class", {})
     if per_class:

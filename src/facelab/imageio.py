@@ -189,11 +189,17 @@ def iter_image_files(root: Path) -> Iterator[Path]:
     yield from walk(root)
 
 
+# mkstemp makes private (0600) files; outputs (crops, reports, run files) are meant to be read by
+# other programs and users, like any file a program writes with the usual umask.
+SHARED_FILE_MODE = 0o644
+
+
 def save_jpeg_atomic(rgb: np.ndarray, path: Path, quality: int = 95) -> None:
     """Write an RGB array as JPEG so that a reader never sees half a file (temp file + rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
     try:
+        os.fchmod(fd, SHARED_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             Image.fromarray(rgb).save(handle, format="JPEG", quality=quality)
         os.replace(tmp, path)
@@ -206,6 +212,7 @@ def write_bytes_atomic(data: bytes, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, SHARED_FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)

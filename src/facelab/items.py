@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -36,18 +38,47 @@ class SplitItem:
     role: str | None
 
 
+# The class name bystanders get with ``include_others``: a model answers "unknown" when it wins.
+OTHERS = "others"
+
+
 def load_items(
     ws: Workspace,
     split: str | None = None,
     faces: FaceSelection | str = FaceSelection.RESOLVED,
+    include_others: bool = False,
 ) -> list[SplitItem]:
     """Labelled faces of ``split`` (all splits when ``None``), ordered by person, photo, face.
 
     A crop's person is the crop's (review may move a crop to another person); rejected crops are
     never returned. With ``resolved``, a face counts when its role is ``person``, or when review
     accepted it.
+
+    ``include_others`` adds the bystanders of the user's photos who are none of the user's people
+    (see :func:`facelab.identity.stranger_bystanders`) under the class name :data:`OTHERS`, placed
+    after the people's faces. A model trained with them learns what "somebody else" looks like.
     """
     faces = FaceSelection(faces)
+    items = _load(ws, split, faces)
+    if not include_others:
+        return items
+    if any(item.person == OTHERS for item in items):
+        raise ValueError(
+            f"{ws.root}: a person is named {OTHERS!r}, the class name --include-others gives bystanders; "
+            "rename that person (facelab review or the photo folder) or train without --include-others"
+        )
+    from facelab.identity import stranger_bystanders
+
+    bystanders = stranger_bystanders(ws)
+    others = [
+        dataclasses.replace(item, person=OTHERS)
+        for item in _load(ws, split, FaceSelection.ALL)
+        if item.face_id in bystanders
+    ]
+    return items + others
+
+
+def _load(ws: Workspace, split: str | None, faces: FaceSelection) -> list[SplitItem]:
     sql = (
         "SELECT f.*, c.path AS crop_path, c.person AS crop_person, c.status AS crop_status, "
         "p.path AS photo_path, p.split AS split FROM crops c "
@@ -77,5 +108,16 @@ def load_items(
 
 
 def class_names(items: list[SplitItem]) -> list[str]:
-    """Sorted person names: the class order of every model trained on these items."""
-    return sorted({item.person for item in items})
+    """Sorted person names: the class order of every model trained on these items (:data:`OTHERS` last)."""
+    return class_names_of(item.person for item in items)
+
+
+def class_names_of(labels: Iterable[str]) -> list[str]:
+    """Sorted distinct labels, with :data:`OTHERS` (if present) last."""
+    found = set(labels)
+    return sorted(found - {OTHERS}) + ([OTHERS] if OTHERS in found else [])
+
+
+def people(classes: list[str]) -> list[str]:
+    """The classes that name a person: all but :data:`OTHERS`."""
+    return [name for name in classes if name != OTHERS]

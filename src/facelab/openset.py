@@ -45,14 +45,40 @@ REPORTED_FPIRS = (0.001, 0.01, 0.05, 0.1)
 # -- decisions ----------------------------------------------------------------------------------
 
 
-def top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per row of ``scores`` (n × classes): best class index, best score, margin to the second best.
+def top_two(scores: np.ndarray, classes: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of ``scores`` (n × classes): best person's index, their score, margin to the next person.
 
-    The margin is ``inf`` with a single class (nobody to confuse the face with).
+    The margin is ``inf`` with a single person (nobody to confuse the face with). When ``classes``
+    holds the bystander class (:data:`facelab.items.OTHERS`, trained with ``--include-others``), that
+    column is nobody: where it wins, the index is −1 (unknown whatever the threshold), and the score
+    and margin are the best person's among the other columns.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-d (faces × classes), got shape {scores.shape}")
+    person = _person_columns(classes, scores.shape[1])
+    if person is None:
+        return _top_two(scores)
+    columns = np.flatnonzero(person)
+    best, top, margin = _top_two(scores[:, columns])
+    index = columns[best]
+    index[~person[scores.argmax(axis=1)]] = -1
+    return index, top, margin
+
+
+def _person_columns(classes: list[str] | None, k: int) -> np.ndarray | None:
+    """Mask of the columns that name a person, or None when every column does."""
+    from facelab.items import OTHERS
+
+    if classes is None or OTHERS not in classes:
+        return None
+    if len(classes) != k:
+        raise ValueError(f"{k} score columns but {len(classes)} classes")
+    mask = np.array([name != OTHERS for name in classes])
+    return mask if mask.any() else None
+
+
+def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n, k = scores.shape
     if k == 0:
         raise ValueError("scores have no classes")
@@ -62,6 +88,13 @@ def top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return best, top, np.full(n, np.inf)
     second = np.partition(scores, k - 2, axis=1)[:, k - 2]
     return best, top, top - second
+
+
+def open_scores(scores: np.ndarray, classes: list[str] | None = None) -> np.ndarray:
+    """The score each face's name is judged by: the best person's score, −inf where the bystander
+    class wins (such a face is named at no threshold). What strangers are calibrated on."""
+    index, top, _ = top_two(scores, classes)
+    return np.where(index >= 0, top, -np.inf)
 
 
 @dataclass(frozen=True)
@@ -77,13 +110,16 @@ class Decisions:
         return [classes[i] if i >= 0 else unknown for i in self.index]
 
 
-def decide(scores: np.ndarray, threshold: float | None, min_margin: float | None = None) -> Decisions:
+def decide(
+    scores: np.ndarray, threshold: float | None, min_margin: float | None = None, classes: list[str] | None = None
+) -> Decisions:
     """Best class per face, −1 (unknown) where its score is below ``threshold``.
 
-    ``threshold=None`` never answers unknown (closed set). A named face whose margin is below
+    ``threshold=None`` never answers unknown (closed set) — except where the bystander class wins
+    (``classes`` holding :data:`facelab.items.OTHERS`). A named face whose margin is below
     ``min_margin`` is flagged ``lookalike``.
     """
-    best, top, margin = top_two(scores)
+    best, top, margin = top_two(scores, classes)
     index = best.copy()
     if threshold is not None:
         index[top < threshold] = -1
@@ -119,10 +155,14 @@ def rates_at(
     with nothing to count (no strangers, no genuine faces) is NaN.
     """
     genuine, correct, strangers = _as_arrays(genuine_scores, genuine_correct, stranger_scores)
-    t = -np.inf if threshold is None else threshold
-    fpir = float(np.mean(strangers >= t)) if len(strangers) else math.nan
-    fnir = float(1.0 - np.mean(correct & (genuine >= t))) if len(genuine) else math.nan
+    fpir = float(np.mean(_named(strangers, threshold))) if len(strangers) else math.nan
+    fnir = float(1.0 - np.mean(correct & _named(genuine, threshold))) if len(genuine) else math.nan
     return fpir, fnir
+
+
+def _named(scores: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Which faces get a name: score at least the threshold; a −inf score (bystander class won) never."""
+    return (scores > -np.inf) & (scores >= (-np.inf if threshold is None else threshold))
 
 
 def det_curve(
@@ -139,16 +179,23 @@ def det_curve(
     genuine, correct, strangers = _as_arrays(genuine_scores, genuine_correct, stranger_scores)
     if not len(genuine) or not len(strangers):
         return {"threshold": [], "fpir": [], "fnir": []}
+    # A −inf score is named at no threshold; roc_curve wants finite scores, so put such faces
+    # below every threshold the curve will list (its last point still names every finite one).
+    finite = np.r_[genuine[np.isfinite(genuine)], strangers[np.isfinite(strangers)]]
+    floor = (finite.min() if len(finite) else 0.0) - 1.0
+    genuine = np.where(np.isfinite(genuine), genuine, floor)
+    strangers = np.where(np.isfinite(strangers), strangers, floor)
     right = genuine[correct]
     if not len(right):
         # Nothing is ever named right: FNIR is 1 at every threshold; FPIR still varies.
-        thresholds = np.unique(strangers)[::-1]
+        thresholds = np.unique(strangers[strangers > floor])[::-1]
         fpir = [float(np.mean(strangers >= t)) for t in thresholds]
         return {"threshold": thresholds.tolist(), "fpir": fpir, "fnir": [1.0] * len(fpir)}
     labels = np.r_[np.ones(len(right)), np.zeros(len(strangers))]
     fpr, tpr, thresholds = roc_curve(labels, np.r_[right, strangers], drop_intermediate=False)
     fnir = 1.0 - tpr * (len(right) / len(genuine))
-    keep = np.isfinite(thresholds)  # roc_curve's first point (threshold +inf) names nobody
+    # roc_curve's first point (threshold +inf) names nobody; points at the floor are unreachable.
+    keep = np.isfinite(thresholds) & (thresholds > floor)
     return {
         "threshold": thresholds[keep].tolist(),
         "fpir": fpr[keep].tolist(),
@@ -197,8 +244,7 @@ def evaluate_open_set(
     """
     genuine, correct, strangers = _as_arrays(genuine_scores, genuine_correct, stranger_scores)
     fpir, fnir = rates_at(threshold, genuine, correct, strangers)
-    t = -np.inf if threshold is None else threshold
-    accepted = genuine >= t
+    accepted = _named(genuine, threshold)
     det = det_curve(genuine, correct, strangers)
     result = {
         "threshold": None if threshold is None else float(threshold),
@@ -374,7 +420,8 @@ class StrangerScorer(Protocol):
 
 
 def stranger_scores(model: Model, folder: Path | str, part: str = "all", detector: str | None = None) -> np.ndarray:
-    """Best score of ``model`` for the largest face of each stranger photo (photos without a face skipped).
+    """Open score (:func:`open_scores`) of ``model`` for the largest face of each stranger photo
+    (photos without a face skipped).
 
     Models that implement :class:`StrangerScorer` answer themselves (the embedding track caches
     stranger embeddings by file hash); any other model gets each photo's largest face.
@@ -393,5 +440,5 @@ def stranger_scores(model: Model, folder: Path | str, part: str = "all", detecto
         face = largest_face(find_faces(rgb, detector))
         if face is None:
             continue
-        best.append(float(np.max(model.predict_faces(rgb, [face]))))
+        best.append(float(open_scores(model.predict_faces(rgb, [face]), model.classes)[0]))
     return np.asarray(best, dtype=np.float64)

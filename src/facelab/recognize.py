@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from facelab import openset
+from facelab.items import OTHERS
 from facelab.tracking import UNKNOWN, IoUTracker, Track, face_weight, is_scene_cut, thumbnail
 from facelab.types import Box, Face, Recognition
 
@@ -243,12 +244,13 @@ class Recognizer:
         """Open-set answers from scores already computed (albums re-score stored vectors)."""
         if not len(faces):
             return []
-        decisions = openset.decide(scores, self.threshold, self.min_margin)
         classes = self.model.classes
+        decisions = openset.decide(scores, self.threshold, self.min_margin, classes)
+        people = [j for j, name in enumerate(classes) if name != OTHERS]  # "others" is nobody's name
         out = []
         for i, face in enumerate(faces):
             index = int(decisions.index[i])
-            order = np.argsort(-scores[i])[:top]
+            order = sorted(people, key=lambda j: -scores[i, j])[:top]
             out.append(
                 Recognition(
                     face=face,

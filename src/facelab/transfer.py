@@ -44,6 +44,7 @@ import numpy as np
 from facelab import backbones as bb
 from facelab.config import Augment, Device, Strategy, TrainConfig
 from facelab.imageio import write_text_atomic
+from facelab.items import class_names_of
 from facelab.runs import HISTORY_FIELDS, read_summary, register_loader
 from facelab.transforms import AUGMENTS, Preprocessing
 
@@ -884,7 +885,7 @@ def fit(
     spec = bb.get(cfg.backbone)  # unknown names fail before any work
     train = _check_files(train, reporter)
     val = _check_files(val, reporter)
-    classes = sorted({label for _, label in train})
+    classes = class_names_of(label for _, label in train)
     if len(classes) < 2:
         raise ValueError(f"training needs faces of at least 2 people in the train split, found {len(classes)}")
     index = {c: i for i, c in enumerate(classes)}
@@ -1022,6 +1023,7 @@ def _summary(
         "val_accuracy": best["val_accuracy"] if best else None,
         "val_loss": best["val_loss"] if best else None,
         "faces": cfg.faces,
+        "include_others": cfg.include_others,
         "crop_margin": cfg.crop_margin,
         "image_size": cfg.image_size,
         "classes": trainer.classes,
@@ -1078,8 +1080,8 @@ def train_workspace(
         run_name = name or config.name or default_run_name(config)
         config = dataclasses.replace(config, name=run_name)
         run_dir = ws.runs_dir / run_name
-    train_items = load_items(ws, "train", config.faces)
-    val_items = load_items(ws, "val", config.faces)
+    train_items = load_items(ws, "train", config.faces, config.include_others)
+    val_items = load_items(ws, "val", config.faces, config.include_others)
     if not train_items:
         raise ValueError(f"{ws.root}: no {config.faces} faces in the train split; run facelab split {ws.root} first")
     return fit(

@@ -32,6 +32,12 @@ def print_metrics(metrics: dict, run_dir: Path) -> None:
             f"unknown threshold {metrics.get('threshold')}: strangers named (FPIR) {_pct(metrics.get('fpir'))}, "
             f"known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
         )
+    if metrics.get("n_bystanders"):
+        named = metrics.get("bystanders_named", metrics.get("bystanders_named_closed_set"))
+        console.print(
+            f"other people in the photos (bystanders) given one of your names: {_pct(named)} "
+            f"of {metrics['n_bystanders']}" + ("" if "bystanders_named" in metrics else " (no unknown threshold)")
+        )
     per_class = metrics.get("per_class") or {}
     if per_class:
         weakest = min(per_class.items(), key=lambda kv: kv[1]["f1"])

@@ -92,6 +92,14 @@ def train(
         FaceSelection,
         typer.Option(help="resolved: the folder's person only; all: every face in their photos."),
     ] = FaceSelection.RESOLVED,
+    include_others: Annotated[
+        bool,
+        typer.Option(
+            "--include-others",
+            help="Add the other people in your photos (bystanders who are none of your people) as a class "
+            "'others' that answers unknown when it wins. Transfer track, or embedding heads knn/linear.",
+        ),
+    ] = False,
     name: Annotated[str | None, typer.Option(help="Run folder name under WS/runs (default: made up).")] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue run --name (or the latest) from its last checkpoint.")
@@ -109,7 +117,7 @@ def train(
     prints the run folder on stdout.
     """
     if track is Track.EMBEDDING:
-        _train_embedding(workspace, head, name, faces, strangers, target_fpir)
+        _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others)
         return
 
     from facelab.config import TrainConfig
@@ -137,7 +145,7 @@ def train(
     }
     given = {k: v for k, v in options.items() if v is not None}
     try:
-        config = TrainConfig.from_preset(preset, faces=faces.value, name=name, **given)
+        config = TrainConfig.from_preset(preset, faces=faces.value, include_others=include_others, name=name, **given)
         if config.backbone not in _backbone_names():
             raise ValueError(f"unknown backbone {config.backbone!r}; choose one of: {', '.join(_backbone_names())}")
     except ValueError as exc:
@@ -171,13 +179,20 @@ def _train_embedding(
     faces: FaceSelection,
     strangers: Path | None,
     target_fpir: float,
+    include_others: bool,
 ) -> None:
     from facelab.embed_track import train_embedding_run
 
     with open_workspace(workspace) as ws:
         try:
             run_dir = train_embedding_run(
-                ws, head=head, name=name, faces=faces.value, strangers=strangers, target_fpir=target_fpir
+                ws,
+                head=head,
+                name=name,
+                faces=faces.value,
+                strangers=strangers,
+                target_fpir=target_fpir,
+                include_others=include_others,
             )
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)

@@ -160,6 +160,11 @@ class TrainRequest(BaseModel):
     strategy: Strategy = Strategy.FEATURE_EXTRACT
     augment: Augment = Augment.ROTATION
     epochs: int | None = Field(None, ge=1, le=1000)
+    include_others: bool = Field(
+        False,
+        description="Bystanders of the user's photos who are none of their people as a class 'others' "
+        "answered unknown (embedding heads knn/linear, or transfer).",
+    )
 
 
 class Job(BaseModel):
@@ -606,6 +611,10 @@ def start_job(body: TrainRequest, state: State) -> dict[str, Any]:
     choices = training_options()
     if body.mode is TrainMode.EMBEDDING and body.head not in choices["heads"]:
         raise ops.OpError(f"unknown head {body.head!r}; choose one of: {', '.join(choices['heads'])}", 422)
+    if body.include_others and body.mode is TrainMode.EMBEDDING and body.head == "prototype":
+        raise ops.OpError("include_others needs the knn or linear head: a prototype is one centre per person", 422)
+    if body.include_others and body.mode is TrainMode.AUTO:
+        raise ops.OpError("include_others applies to one embedding or transfer run, not to auto", 422)
     if body.mode is TrainMode.TRANSFER and body.backbone not in choices["backbones"]:
         raise ops.OpError(f"unknown backbone {body.backbone!r}; choose one of: {', '.join(choices['backbones'])}", 422)
     with state.workspace() as ws:
@@ -619,6 +628,7 @@ def start_job(body: TrainRequest, state: State) -> dict[str, Any]:
         strategy=body.strategy.value,
         augment=body.augment.value,
         epochs=body.epochs,
+        include_others=body.include_others,
     )
     return state.jobs.start(params).to_json()
 

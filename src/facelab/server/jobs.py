@@ -70,6 +70,7 @@ class TrainParams:
     strategy: str = "feature-extract"
     augment: str = "rotation"
     epochs: int | None = None
+    include_others: bool = False
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {"mode": self.mode.value}
@@ -79,6 +80,8 @@ class TrainParams:
             data["head"] = self.head
         else:
             data.update(backbone=self.backbone, strategy=self.strategy, augment=self.augment, epochs=self.epochs)
+        if self.include_others and self.mode is not TrainMode.AUTO:
+            data["include_others"] = True
         return data
 
 
@@ -374,7 +377,12 @@ class JobManager:
 
         head = job.params.head
         job.note(f"embedding track: dlib face embeddings + {head} head")
-        run_dir = train_embedding_run(ws, head=head, progress=self._embedding_progress(job, "embedding faces"))
+        run_dir = train_embedding_run(
+            ws,
+            head=head,
+            include_others=job.params.include_others,
+            progress=self._embedding_progress(job, "embedding faces"),
+        )
         self._winner_accuracy(job, run_dir)
         return run_dir, self._finish_run(job, ws, run_dir, calibrate=False)
 
@@ -393,6 +401,12 @@ class JobManager:
         from facelab.transfer import train_workspace
 
         p = job.params
-        config = TrainConfig(backbone=p.backbone, strategy=p.strategy, augment=p.augment, epochs=p.epochs)
+        config = TrainConfig(
+            backbone=p.backbone,
+            strategy=p.strategy,
+            augment=p.augment,
+            epochs=p.epochs,
+            include_others=p.include_others,
+        )
         result = train_workspace(ws, config, reporter=JobReporter(job))
         return result.run_dir, self._finish_run(job, ws, result.run_dir, calibrate=True)

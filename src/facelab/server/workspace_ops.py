@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from facelab.imageio import SHARED_FILE_MODE
 from facelab.server.security import inside_workspace, validate_person_name
 from facelab.store import Workspace
 from facelab.types import Box, CropStatus, Face, Role
@@ -279,6 +280,7 @@ def receive_file(source: BinaryIO, folder: Path, max_bytes: int) -> Path:
     tmp = Path(name)
     size = 0
     try:
+        os.fchmod(fd, SHARED_FILE_MODE)
         with os.fdopen(fd, "wb") as out:
             while chunk := source.read(CHUNK):
                 size += len(chunk)

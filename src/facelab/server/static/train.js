@@ -26,6 +26,7 @@
       data.augment = f.augment.value;
       if (f.epochs.value) data.epochs = Number(f.epochs.value);
     }
+    if (mode !== "auto" && f.include_others.checked) data.include_others = true;
     return data;
   }
 
