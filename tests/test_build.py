@@ -101,6 +101,35 @@ def test_rebuild_is_incremental(photo_folder: Path, tmp_path: Path, shared_data:
         assert on_disk == {r["path"] for r in ws.query("SELECT path FROM crops")}
 
 
+def test_a_face_drawn_by_hand_survives_re_detection(tmp_path: Path) -> None:
+    from facelab.server.workspace_ops import add_manual_face
+    from facelab.types import Box
+
+    folder = tmp_path / "photos" / "alice"
+    folder.mkdir(parents=True)
+    # No detector finds a face in a smooth gradient; the user draws one where they know it is.
+    sky = np.linspace(120, 230, 300 * 400 * 3).reshape(300, 400, 3).astype(np.uint8)
+    Image.fromarray(sky).save(folder / "backlit.png")
+    with Workspace(tmp_path / "ws") as ws:
+        build(tmp_path / "photos", ws)
+        photo = ws.query("SELECT id, status FROM photos")[0]
+        assert photo["status"] == "no_face"
+        add_manual_face(ws, photo["id"], Box(100, 80, 200, 200))
+        # Another margin re-detects every photo: the drawn face must come back, re-cut, still accepted.
+        build(tmp_path / "photos", ws, margin=1.6)
+        rows = ws.query(
+            "SELECT f.x1, f.y1, f.x2, f.y2, f.detector, f.role, f.role_source, c.status, c.margin, c.path "
+            "FROM faces f JOIN crops c ON c.face_id = f.id"
+        )
+        assert len(rows) == 1
+        face = rows[0]
+        assert (face["x1"], face["y1"], face["x2"], face["y2"]) == (100, 80, 200, 200)
+        assert (face["detector"], face["role"], face["role_source"]) == ("manual", "person", "review")
+        assert face["status"] == "accepted" and face["margin"] == 1.6
+        assert (ws.root / face["path"]).is_file()
+        assert ws.query("SELECT status FROM photos")[0]["status"] == "ok"
+
+
 def test_kill_minus_nine_loses_and_duplicates_nothing(tmp_path: Path, shared_data: Path) -> None:
     photos = tmp_path / "photos"
     _copy_people(shared_data, photos, per_person=12, people=2)

@@ -25,6 +25,8 @@ from facelab.store import Workspace
 from facelab.types import Box, Face
 
 CROP_SIZE = 256
+# The detector name of faces drawn by hand in review (the web app's photo page).
+MANUAL_DETECTOR = "manual"
 
 
 @dataclass
@@ -174,7 +176,16 @@ class Builder:
         except OSError as exc:
             self._record_error(person, path, f"cannot read ({exc})", "check the file", result)
             return
-        faces = self.detector.detect(rgb)
+        detected = self.detector.detect(rgb)
+        reviewed = self._reviewed_faces(str(path))
+        # Faces the user drew by hand (the detector missed them) survive re-detection: a new
+        # detector or margin re-cuts them, unless the detector now finds the same face itself.
+        drawn = [
+            Face(box=box, score=1.0, landmarks=None, angle=0.0, detector=MANUAL_DETECTOR)
+            for box in (Box(r["x1"], r["y1"], r["x2"], r["y2"]) for r in reviewed if r["detector"] == MANUAL_DETECTOR)
+            if not any(face.box.iou(box) >= 0.5 for face in detected)
+        ]
+        faces = [*detected, *drawn]
         crops_dir = self.ws.crops_dir / person
         crop_rows = []
         for index, face in enumerate(faces):
@@ -184,9 +195,8 @@ class Builder:
             save_jpeg_atomic(crop, crop_path)
             crop_rows.append((face, crop_path, quality))
         phash = perceptual_hash(rgb)
-        roles = _fallback_roles(faces) if faces else []
+        roles = (_fallback_roles(detected) if detected else []) + ["person"] * len(drawn)
         old_crops = self._crop_paths_of(str(path))
-        reviewed = self._reviewed_faces(str(path))
         with self.ws.transaction() as conn:
             conn.execute("DELETE FROM photos WHERE path = ?", (str(path),))
             cursor = conn.execute(
@@ -253,7 +263,7 @@ class Builder:
     def _reviewed_faces(self, photo_path: str) -> list:
         """Review decisions on the photo's previous faces, to carry over to the new detection."""
         return self.ws.query(
-            "SELECT f.x1, f.y1, f.x2, f.y2, f.role, f.role_source, c.status, c.person AS crop_person "
+            "SELECT f.x1, f.y1, f.x2, f.y2, f.role, f.role_source, f.detector, c.status, c.person AS crop_person "
             "FROM faces f JOIN crops c ON c.face_id = f.id JOIN photos p ON p.id = f.photo_id "
             "WHERE p.path = ? AND (f.role_source = 'review' OR c.status != 'pending')",
             (photo_path,),

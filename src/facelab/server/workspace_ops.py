@@ -429,7 +429,7 @@ def add_manual_face(ws: Workspace, photo_id: int, box: Box) -> dict:
     any other. Returns ``{"face_id", "crop_id"}``.
     """
     from facelab.align import DEFAULT_MARGIN, crop_face, crop_quality
-    from facelab.build import CROP_SIZE, crop_name, sha256_of
+    from facelab.build import CROP_SIZE, MANUAL_DETECTOR, crop_name, sha256_of
     from facelab.imageio import ImageError, load_rgb, save_jpeg_atomic
 
     row = photo_row(ws, photo_id)
@@ -450,7 +450,7 @@ def add_manual_face(ws: Workspace, photo_id: int, box: Box) -> dict:
             "on each side",
             422,
         )
-    face = Face(box=clipped, score=1.0, landmarks=None, angle=0.0, detector="manual")
+    face = Face(box=clipped, score=1.0, landmarks=None, angle=0.0, detector=MANUAL_DETECTOR)
     margin = float(ws.setting("crop_margin") or DEFAULT_MARGIN)
     crop = crop_face(rgb, face, margin=margin, size=CROP_SIZE)
     quality = crop_quality(crop, face, rgb.shape)
@@ -462,8 +462,18 @@ def add_manual_face(ws: Workspace, photo_id: int, box: Box) -> dict:
         with ws.transaction() as conn:
             face_id = conn.execute(
                 "INSERT INTO faces(photo_id, idx, x1, y1, x2, y2, score, landmarks, angle, detector, role, "
-                "role_source) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, 'manual', ?, 'review')",
-                (photo_id, index, clipped.x1, clipped.y1, clipped.x2, clipped.y2, 1.0, Role.PERSON.value),
+                "role_source) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 0, ?, ?, 'review')",
+                (
+                    photo_id,
+                    index,
+                    clipped.x1,
+                    clipped.y1,
+                    clipped.x2,
+                    clipped.y2,
+                    1.0,
+                    MANUAL_DETECTOR,
+                    Role.PERSON.value,
+                ),
             ).lastrowid
             crop_id = conn.execute(
                 "INSERT INTO crops(face_id, path, person, status, quality, sharpness, face_px, margin) "
