@@ -225,6 +225,7 @@ def run_video(
         tile = min(n_faces - 1, int(((track.box[0] + track.box[2]) / 2) // width))
         who = people[tile + (n_faces if track.start_s >= half else 0)]
         right += track.name == who
+    unknown = sum(track.name == "unknown" for track in summary)
     return VideoRow(
         config=name,
         faces=n_faces,
@@ -236,7 +237,7 @@ def run_video(
         classify_ms=1000 * stats.classify_s / max(stats.frames, 1),
         classified=stats.classified_faces,
         tracks=f"{len(summary)}/{2 * n_faces}",
-        right=f"{right}/{len(summary)}",
+        right=f"{right}/{len(summary)}" + (f" ({unknown} unknown)" if unknown else ""),
         load=" → ".join(loads),
     )
 
@@ -288,14 +289,19 @@ def write_doc(path: Path, info: dict[str, str], rows: list[VideoRow], photos: di
         f"OpenCV {info['opencv']}, onnxruntime {info['onnxruntime']}, dlib {info['dlib']}. "
         "Detector RetinaFace (MobileNet-0.25, ONNX), names by dlib's 128-d embedding + prototype head.",
         "",
-        "**Shared machine**: other jobs ran during the measurement; the load average (1/5/15 min) at the "
-        f"start of each run is given, and the benchmark ran at niceness {info.get('nice', '0')} (negative: "
-        "scheduled ahead of the other jobs). With a load above the core count every figure is pessimistic; "
+        "**Machine load**: the load average (1/5/15 min) at the start of each run is given (the benchmark's "
+        "own work counts about 1–2 of it), and the benchmark ran at niceness "
+        f"{info.get('nice', '0')} (negative: scheduled ahead of other jobs). "
+        "With a load above the core count every figure is pessimistic; "
         "CPU ms/frame (process time of all its threads) is the steadier figure. It gives the "
         "*estimated* column: were the two cores ours alone, a frame would take at most its CPU time "
         "(all work one after the other on one core; the detector's two threads only shorten it), so "
         "1000 / CPU ms is a lower bound of the idle-machine rate — an estimate, not a measurement, "
         "and CPU time itself is inflated by the contention (shared caches), so it errs low.",
+        "",
+        "*named right* counts a track as right when its name is the person shown in its tile; a track "
+        "answered `unknown` (the person's score under the model's threshold, calibrated on LFW strangers) "
+        "counts as wrong and is noted in brackets.",
         "",
         "## Video, 640×480, 25 fps source",
         "",

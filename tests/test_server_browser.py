@@ -5,7 +5,7 @@ One walk through the app as a user would take it: create two people and upload t
 reject a crop in review with a key, train automatically, then recognize an uploaded photo and a
 webcam (Chromium's fake camera playing a held-out photo). The assertions read what the page shows.
 
-Set FACELAB_SCREENSHOTS=docs/screenshots to (re)write the screenshots of every page.
+Set FACELAB_SCREENSHOTS=docs/screenshots to (re)write the screenshots of every page (photos blurred).
 """
 
 from __future__ import annotations
@@ -122,10 +122,15 @@ def browser(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Iter
         chromium.close()
 
 
+# The shared photo sets may not be copied into the repository (../shared/data/README.md), and a
+# screenshot of a page full of crops is such a copy: blur every picture of a person in it.
+BLUR_PHOTOS = "img, canvas, video { filter: blur(9px) !important; }"
+
+
 def _shot(page: Page, name: str) -> None:
     if SHOTS:
         Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
+        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True, style=BLUR_PHOTOS)
 
 
 def _drop_files(page: Page, selector: str, files: list[Path]) -> None:
