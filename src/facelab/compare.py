@@ -25,6 +25,7 @@ COLUMNS = (
     "epochs",
     "train_accuracy",
     "val_accuracy",
+    "val_fnir",
     "test_accuracy",
     "photo_accuracy",
     "fpir",
@@ -37,6 +38,8 @@ def run_row(run_dir: Path) -> dict:
     summary = read_summary(run_dir)
     metrics_path = run_dir / "metrics.json"
     metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    openset_path = run_dir / "openset.json"
+    openset = json.loads(openset_path.read_text()) if openset_path.exists() else {}
     size = summary.get("size_bytes")
     return {
         "run": run_dir.name,
@@ -53,6 +56,8 @@ def run_row(run_dir: Path) -> dict:
         "epochs": summary.get("epochs_run", summary.get("best_epoch")),
         "train_accuracy": summary.get("train_accuracy"),
         "val_accuracy": summary.get("val_accuracy"),
+        # Known validation faces not given their own name at the run's unknown threshold.
+        "val_fnir": openset.get("fnir"),
         "test_accuracy": metrics.get("accuracy") if metrics.get("split") == "test" else None,
         "photo_accuracy": metrics.get("photo_accuracy") if metrics.get("split") == "test" else None,
         "fpir": metrics.get("fpir"),
@@ -85,16 +90,17 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def compare_runs(run_dirs: list[Path], out: Path) -> list[dict]:
+def compare_runs(run_dirs: list[Path], out: Path, *, sort: bool = True) -> list[dict]:
     """Write ``out`` (.md), the same table as .csv beside it, and a bar chart (.png); return the rows.
 
-    Rows are sorted by validation accuracy, best first: the test column is for reading, never for
-    choosing.
+    Rows are sorted by validation accuracy, best first (``sort=False`` keeps the given order, e.g.
+    ``auto``'s ranking): the test column is for reading, never for choosing.
     """
     from facelab import plots
 
     rows = [run_row(Path(d)) for d in run_dirs]
-    rows.sort(key=lambda r: (-(r["val_accuracy"] or 0), r["params_total"] or 0))
+    if sort:
+        rows.sort(key=lambda r: (-(r["val_accuracy"] or 0), r["params_total"] or 0))
     out = Path(out)
     write_text_atomic(to_markdown(rows), out.with_suffix(".md"))
     write_text_atomic(to_csv(rows), out.with_suffix(".csv"))

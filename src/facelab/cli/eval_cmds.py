@@ -103,13 +103,18 @@ def auto(
 
 
 def _print_auto(outcome) -> None:
-    table = Table(title="Candidates (best on validation first)")
-    for column in ("run", "val accuracy", "seconds", "params"):
-        table.add_column(column)
+    prefix = outcome.comparison.name.removesuffix("comparison.md")  # auto-<stamp>-, shared by the runs
+    table = Table(
+        title=f"Candidates {prefix}* (best first: fewest validation faces unnamed or misnamed at the unknown "
+        "threshold, val FNIR)"
+    )
+    for column in ("run", "val accuracy", "val FNIR", "seconds", "params"):
+        table.add_column(column, overflow="fold")
     for row in outcome.rows:
         table.add_row(
-            row["run"],
+            row["run"].removeprefix(prefix),
             _pct(row.get("val_accuracy")),
+            _pct(row.get("val_fnir")),
             f"{row.get('train_seconds') or 0:.0f}",
             f"{row.get('params_total') or 0:,}",
         )

@@ -347,6 +347,11 @@ class JobManager:
             job.check_cancel()
 
         outcome = auto_select(ws, budget_minutes=budget, progress=progress)
+        # Every candidate is calibrated at the end; show what the ranking used.
+        fnir_of = {row["run"]: row.get("val_fnir") for row in outcome.rows}
+        with job.lock:
+            for row in job.candidates:
+                row["val_fnir"] = fnir_of.get(row.get("run"))
         for note in outcome.skipped:
             job.note(f"skipped {note}")
         self._winner_accuracy(job, outcome.winner)

@@ -73,7 +73,15 @@
     const table = $("job-candidates");
     table.hidden = !job.candidates.length;
     table.tBodies[0].replaceChildren(
-      ...job.candidates.map((c) => facelab.el("tr", {}, facelab.el("td", {}, c.name), facelab.el("td", {}, facelab.pct(c.val_accuracy)))),
+      ...job.candidates.map((c) =>
+        facelab.el(
+          "tr",
+          {},
+          facelab.el("td", {}, c.name),
+          facelab.el("td", {}, facelab.pct(c.val_accuracy)),
+          facelab.el("td", {}, facelab.pct(c.val_fnir)),
+        ),
+      ),
     );
     $("job-log").textContent = job.log.join("\n");
     const active = job.state === "queued" || job.state === "running";
