@@ -281,3 +281,14 @@ def test_open_set_evaluation_of_a_run(run_dir: Path, tiny_ws: Path, shared_data:
     assert 0 < result["n_strangers"] <= 20
     assert result["fpir"] <= 0.2 and result["fnir"] <= 0.5
     assert len(result["det"]["fpir"]) == len(result["det"]["fnir"]) > 0
+
+
+def test_include_others_without_group_photos_says_so(tiny_ws: Path) -> None:
+    from facelab.cli import app, train_cmds  # noqa: F401  (registers the commands)
+
+    args = ["train", str(tiny_ws), "--track", "embedding", "--head", "knn", "--include-others"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "no 'others' class" in result.output
+    run = Path(result.stdout.strip().splitlines()[-1])
+    assert "others" not in EmbeddingModel(run).classes

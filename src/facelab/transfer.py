@@ -44,7 +44,7 @@ import numpy as np
 from facelab import backbones as bb
 from facelab.config import Augment, Device, Strategy, TrainConfig
 from facelab.imageio import write_text_atomic
-from facelab.items import class_names_of
+from facelab.items import OTHERS, class_names_of
 from facelab.runs import HISTORY_FIELDS, read_summary, register_loader
 from facelab.transforms import AUGMENTS, Preprocessing
 
@@ -1091,7 +1091,10 @@ def train_workspace(
         run_dir,
         reporter=reporter,
         resume=resume,
-        extra_summary={"workspace": str(ws.root)},
+        extra_summary={
+            "workspace": str(ws.root),
+            "n_others_train": sum(item.person == OTHERS for item in train_items),
+        },
     )
 
 

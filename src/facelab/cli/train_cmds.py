@@ -163,7 +163,20 @@ def train(
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
+    _warn_no_others(result.run_dir, include_others)
     out.print(str(result.run_dir), highlight=False, soft_wrap=True)
+
+
+def _warn_no_others(run_dir: Path, include_others: bool) -> None:
+    """--include-others on photos without usable bystanders trains no 'others' class: say so."""
+    from facelab.runs import read_summary
+
+    if include_others and not read_summary(run_dir).get("n_others_train"):
+        err.print(
+            "[yellow]--include-others: no bystander in the training photos is a stranger to your people "
+            "(group photos needed), so the model has no 'others' class[/]",
+            highlight=False,
+        )
 
 
 def _backbone_names() -> list[str]:
@@ -197,6 +210,7 @@ def _train_embedding(
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
+    _warn_no_others(run_dir, include_others)
     out.print(str(run_dir), highlight=False, soft_wrap=True)
 
 
