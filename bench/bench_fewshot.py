@@ -2,7 +2,8 @@
 
 For each shared set (celeb5, sports5) the workspace of bench_accuracy.py is reused (built with
 the default detector, identities resolved, split 60/20/20 by photo, seed 0; it is built here if
-missing). For N photos per person, N of each person's *train* photos are drawn at random (seed s);
+missing). For N photos per person, N of each person's *train* photos that hold the person's face
+(as identity resolution decided) are drawn at random (seed s);
 the rest of the train split is set aside, val and test stay as they are. Each method trains on
 the identity-resolved faces of those photos, gets its unknown threshold from the calibration half
 of ``strangers/`` (target FPIR 1%), and is tested on the whole test split and the evaluation half
@@ -81,7 +82,13 @@ def draw_workspace(source: Path, dest: Path, shots: int, seed: int) -> dict[str,
     rng = random.Random(seed)
     kept: dict[str, int] = {}
     with Workspace(dest, create=False) as ws:
-        rows = ws.query("SELECT id, person FROM photos WHERE split = 'train' AND status = 'ok' ORDER BY path")
+        # Photos that hold the person's face (identity resolution or review said so): a photo where the
+        # person could not be told apart teaches nothing and would leave a person without a face.
+        rows = ws.query(
+            "SELECT DISTINCT p.id, p.person, p.path FROM photos p JOIN faces f ON f.photo_id = p.id "
+            "JOIN crops c ON c.face_id = f.id WHERE p.split = 'train' AND p.status = 'ok' "
+            "AND c.status != 'rejected' AND (f.role = 'person' OR c.status = 'accepted') ORDER BY p.path"
+        )
         by_person: dict[str, list[int]] = {}
         for row in rows:
             by_person.setdefault(row["person"], []).append(row["id"])
@@ -164,7 +171,8 @@ def main() -> None:
             full = {
                 r["person"]: r["n"]
                 for r in ws.query(
-                    "SELECT person, COUNT(*) AS n FROM photos WHERE split = 'train' AND status = 'ok' GROUP BY person"
+                    "SELECT p.person, COUNT(DISTINCT p.id) AS n FROM photos p JOIN faces f ON f.photo_id = p.id "
+                    "WHERE p.split = 'train' AND p.status = 'ok' AND f.role = 'person' GROUP BY p.person"
                 )
             }
         shots = [n for n in args.shots if n < max(full.values())] + ["all"]
