@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from facelab.evaluate import evaluate_run
 from facelab.identity import resolve_identities
 from facelab.split import split_workspace
 from facelab.store import Workspace
+from machine_info import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -155,20 +155,6 @@ def pct(value: float | None) -> str:
     return "–" if value is None or value != value else f"{value:.1%}"
 
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python {platform.python_version()}"
-    )
-
-
 def table(rows: list[dict]) -> str:
     head = (
         "| method | training faces | val | test faces | test photos | single-face photos | multi-face photos "
@@ -211,7 +197,7 @@ def main() -> None:
         )
     text = (
         "## Accuracy on the shared photo sets\n\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} by `bench/bench_accuracy.py`.\n"
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine_line()} by `bench/bench_accuracy.py`.\n"
         "Split 60/20/20 by photo group (seed 0), default detector, identity resolution on. "
         "`training faces`: `resolved` trains on the faces identity resolution marked as the folder's person, "
         "`all` on every face in the folder (the seed's and the peer's way; its photo-level judging then takes "

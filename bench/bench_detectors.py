@@ -205,14 +205,9 @@ def sheets_for(name: str, results: dict[str, list[dict]], folder: Path) -> dict[
 
 
 def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from machine_info import cpu_model
+
+    model = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return f"{os.cpu_count()} cores (nproc), {model}, {platform.system()}; load average {load:.1f} at the end"
 

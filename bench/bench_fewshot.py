@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -36,6 +35,7 @@ from pathlib import Path
 from facelab.auto import calibrate_run
 from facelab.evaluate import evaluate_run
 from facelab.store import Workspace
+from machine_info import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -140,20 +140,6 @@ def summarize(values: list[float | None]) -> str:
     return f"{mean:.1%} ({min(found):.0%}–{max(found):.0%})"
 
 
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.machine()}, Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", default=["celeb5", "sports5"])
@@ -204,7 +190,7 @@ def main() -> None:
         )
     text = (
         "## How many photos per person?\n\n"
-        f"Measured {time.strftime('%Y-%m-%d')} on {machine()} by `bench/bench_fewshot.py` "
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine_line()} by `bench/bench_fewshot.py` "
         f"({args.draws} random draws of the training photos per row; mean, and the range over draws in "
         "brackets). Same split as the accuracy section: only the number of *training* photos per person "
         "changes; validation, test and the strangers stay the same. *test photos named*: the photo's "

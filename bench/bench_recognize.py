@@ -37,6 +37,7 @@ import numpy as np
 from facelab.imageio import iter_image_files, load_rgb
 from facelab.recognize import Recognizer, VideoOptions, VideoRecognizer, classify_input
 from facelab.types import Box
+from machine_info import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -46,16 +47,6 @@ SIZE = (640, 480)
 
 
 # -- machine ------------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def machine() -> dict[str, str]:
