@@ -6,6 +6,7 @@ trained once with the embedding track (seconds); security tests use small throwa
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import os
@@ -463,6 +464,37 @@ def test_a_failing_job_reports_and_changes_nothing(tmp_path: Path, monkeypatch: 
     assert (
         client.post("/api/people/ada/photos", files=[("files", ("s.png", _sky_png(), "image/png"))]).status_code == 200
     )
+
+
+@pytest.mark.parametrize(
+    ("request_body", "where"),
+    [
+        ({"mode": "embedding", "head": "knn", "include_others": True}, "facelab.embed_track.train_embedding_run"),
+        ({"mode": "transfer", "include_others": True}, "facelab.transfer.train_workspace"),
+    ],
+)
+def test_include_others_reaches_the_trainer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_body: dict, where: str
+) -> None:
+    seen: list[object] = []
+
+    def trainer(ws: object, *args: object, **kwargs: object) -> None:
+        config = args[0] if args else None  # transfer: train_workspace(ws, config, ...)
+        seen.append(kwargs.get("include_others", getattr(config, "include_others", None)))
+        raise RuntimeError("stop here")
+
+    module, name = where.rsplit(".", 1)
+    monkeypatch.setattr(importlib.import_module(module), name, trainer)
+    client = _fresh(tmp_path)
+    client.post("/api/people", json={"name": "ada"})
+    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
+    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
+    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    started = client.post("/api/jobs", json=request_body)
+    assert started.status_code == 202 and started.json()["params"]["include_others"] is True
+    job = _wait(client, started.json()["id"])
+    assert job["state"] == "failed" and "stop here" in job["error"]
+    assert seen == [True]
 
 
 def test_training_needs_faces(tmp_path: Path) -> None:
