@@ -205,7 +205,8 @@ class Recognizer:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.model.classes)
+        """The people the model can name (a bystander class 'others' is nobody's name)."""
+        return [name for name in self.model.classes if name != OTHERS]
 
     @property
     def detector(self) -> Any:
