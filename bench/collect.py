@@ -11,7 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-ORDER = ("summary", "accuracy", "fewshot", "cnn_openset", "detectors", "embedding", "train", "recognize")
+ORDER = (
+    "summary",
+    "accuracy",
+    "fewshot",
+    "one_person",
+    "cnn_openset",
+    "detectors",
+    "embedding",
+    "train",
+    "recognize",
+)
 
 HEADER = """# facelab benchmarks
 

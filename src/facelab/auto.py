@@ -150,6 +150,11 @@ def calibrate_run(
         stranger_source="; ".join(sources),
         margins=margin,
     )
+    floor = getattr(model, "default_threshold", None)  # the embedding track's measured default
+    if floor is not None:
+        from facelab.embed_track import with_default_floor
+
+        calibration = with_default_floor(calibration, floor, best, correct)
     payload = calibration.to_json()
     write_text_atomic(json.dumps(payload, indent=2) + "\n", run_dir / "openset.json")
     return payload
@@ -198,7 +203,7 @@ def auto_select(
             runs.append(candidate.train(ws, f"auto-{stamp}-{candidate.name}"))
         except ImportError as exc:
             skipped.append(f"{candidate.name}: not installed ({exc}); pip install {candidate.needs}")
-        except RuntimeError as exc:  # e.g. weights or an embedding model missing
+        except (RuntimeError, ValueError) as exc:  # weights or a model missing; too few people for it
             skipped.append(f"{candidate.name}: {exc}")
         if progress:
             progress(number, len(candidates), candidate.name)

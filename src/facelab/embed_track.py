@@ -27,8 +27,10 @@ executable) and ``openset.json`` (the unknown threshold). Loading refits the hea
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
+import math
 import platform
 import time
 from collections import defaultdict
@@ -419,6 +421,8 @@ class EmbeddingModel:
         calibration = json.loads(openset_path.read_text()) if openset_path.exists() else {}
         self.threshold: float | None = calibration.get("threshold")
         self.min_margin: float | None = calibration.get("min_margin")
+        # The floor for calibrations with too few strangers (facelab.auto.calibrate_run).
+        self.default_threshold = default_threshold(self.embedder, self.head_name, self.head_params)
         with np.load(self.run_dir / "head.npz", allow_pickle=False) as data:
             self.trained_classes = [str(c) for c in data["classes"]]
             self._x = data["x"].astype(np.float32)
@@ -580,6 +584,47 @@ def leave_one_person_out_scores(
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def default_threshold(embedder: str, head: str, head_params: dict) -> float | None:
+    """The measured "unknown" threshold of ``head`` on ``embedder``'s vectors, for when there are too
+    few strangers to calibrate on (see :attr:`facelab.embedders.EmbedderInfo.unknown_distance`);
+    None for heads without one (linear, cosine metric)."""
+    from facelab.embedders import embedder_info
+
+    distance = embedder_info(embedder).unknown_distance.get(head)
+    if distance is None or head_params.get("metric", Metric.EUCLIDEAN) != Metric.EUCLIDEAN:
+        return None
+    return 1.0 - distance
+
+
+def with_default_floor(
+    calibration: openset.Calibration, floor: float | None, genuine: np.ndarray, correct: np.ndarray
+) -> openset.Calibration:
+    """``calibration`` made at least as strict as the measured default ``floor`` when it had fewer
+    strangers than its target FPIR needs (or none): a threshold set just above three bystanders
+    promises nothing about the next stranger, and a model without one never answers unknown —
+    useless for "me / not me". Unchanged when there were enough strangers or there is no floor."""
+    needed = math.ceil(1 / calibration.target_fpir) - 1 if calibration.target_fpir > 0 else math.inf
+    if floor is None or (calibration.threshold is not None and calibration.n_strangers >= needed):
+        return calibration
+    if calibration.threshold is not None and calibration.threshold >= floor:
+        return calibration
+    _, fnir = openset.rates_at(floor, genuine, correct, np.zeros(0))
+    found = f"{calibration.n_strangers} strangers" if calibration.n_strangers else "no strangers"
+    return dataclasses.replace(
+        calibration,
+        threshold=floor,
+        fpir=math.nan,
+        fnir=fnir,
+        stranger_source=(calibration.stranger_source + "; " if calibration.stranger_source else "")
+        + f"raised to the measured default {floor:.3f}",
+        warning=(
+            f"{found} to calibrate on: using the measured default threshold {floor:.3f} (names about 1% of "
+            "strangers on the shared photo sets); give --strangers DIR (photos of ~100+ other people) to "
+            "calibrate for your photos"
+        ),
+    )
+
+
 def train_embedding_run(
     ws: Workspace | Path | str,
     head: str = "prototype",
@@ -673,6 +718,7 @@ def train_embedding_run(
             stranger_source=source,
             margins=margin,
         )
+        calibration = with_default_floor(calibration, default_threshold(model, head, head_params), top, correct)
 
         run_dir = _unique_run_dir(workspace.runs_dir, name or f"emb-{model}-{head}")
         run_dir.mkdir(parents=True)

@@ -58,6 +58,9 @@ class EmbedderInfo:
 
     ``verify_distance`` is the default same-person threshold of ``facelab verify`` (euclidean
     distance between two faces); ``params`` counts the network's weights (for run summaries).
+    ``unknown_distance`` maps a head name to the euclidean distance used as its "unknown"
+    threshold when there is nobody to calibrate on (no strangers folder, no bystanders, fewer than
+    three people — e.g. a one-person "me / not me" model).
     """
 
     name: str
@@ -68,6 +71,7 @@ class EmbedderInfo:
     weights: str
     verify_distance: float
     notes: str = ""
+    unknown_distance: dict[str, float] = field(default_factory=dict)
 
 
 _REGISTRY: dict[str, EmbedderInfo] = {}
@@ -248,6 +252,11 @@ register_embedder(
         # Calibrated on the shared photo sets (docs/benchmarks_embedding.md, "verify"): the
         # distance at which 0.1% of different-person pairs match (dlib's customary 0.6: 0.3%).
         verify_distance=0.58,
+        # One-person models of each of the ten people of celeb5 and sports5 against the 300 LFW
+        # strangers (bench/bench_one_person.py, docs/benchmarks.md "Me / not me"): the distance
+        # naming 1% of strangers was 0.53–0.61 (median 0.556) to the prototype and 0.55–0.63
+        # (median 0.588) for kNN (k=3); the defaults sit at or below the medians (stricter).
+        unknown_distance={"prototype": 0.55, "knn": 0.57},
         notes="dlib ResNet-29, 128-d, 5-point alignment; ~0.1 s per face on one CPU core",
     )
 )
