@@ -619,7 +619,7 @@ def start_job(body: TrainRequest, state: State) -> dict[str, Any]:
         raise ops.OpError(f"unknown backbone {body.backbone!r}; choose one of: {', '.join(choices['backbones'])}", 422)
     with state.workspace() as ws:
         if not ws.query("SELECT 1 FROM crops LIMIT 1"):
-            raise ops.OpError("no faces yet: upload photos of at least two people first", 409)
+            raise ops.OpError("no faces yet: upload photos of a person first (two or more to tell them apart)", 409)
     params = TrainParams(
         mode=body.mode,
         budget_minutes=body.budget_minutes,
