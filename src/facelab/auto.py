@@ -4,14 +4,15 @@ The seed's future work, "automatically build and select the best model". Candida
 registry ordered by cost (embedding heads take seconds, cached feature extraction tens of seconds,
 fine-tuning minutes). Each runs only if the time left in the budget covers its estimate. Every
 candidate's unknown threshold is calibrated; the winner has the lowest validation FNIR at it (known
-faces rejected or misnamed) when there were strangers or bystanders to calibrate on, else the best
-validation accuracy (see :func:`_rank_key`). Only the winner is evaluated on the test split, so the
+faces rejected or misnamed) when there were enough strangers or bystanders to calibrate on, else the
+best validation accuracy (see :func:`_rank_key`). Only the winner is evaluated on the test split, so the
 test figure stays an honest estimate.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -161,10 +162,10 @@ def calibrate_run(
 
 
 def _rank_key(row: dict) -> tuple:
-    """Best first. With strangers (or bystanders) to calibrate on, the first criterion is the
-    validation FNIR at the calibrated threshold — the share of known faces *not* given their own
-    name, rejected or misnamed — which judges naming and "unknown" together; without them, the
-    validation accuracy. Ties: lower FNIR, fewer parameters, faster training."""
+    """Best first. With enough strangers (or bystanders) to calibrate on (99 for FPIR 1%), the first
+    criterion is the validation FNIR at the calibrated threshold — the share of known faces *not*
+    given their own name, rejected or misnamed — which judges naming and "unknown" together;
+    without, the validation accuracy. Ties: lower FNIR, fewer parameters, faster training."""
     accuracy = row.get("val_accuracy")
     error = 1.0 - accuracy if accuracy is not None else 1.0
     fnir = row.get("val_fnir")
@@ -216,7 +217,9 @@ def auto_select(
         (
             run_row(run)
             | {
-                "calibrated_on_negatives": bool(opensets[run.name].get("n_strangers"))
+                # Enough strangers for the target FPIR (99 for 1%): fewer set no trustworthy threshold.
+                "calibrated_on_negatives": (opensets[run.name].get("n_strangers") or 0)
+                >= math.ceil(1 / target_fpir) - 1
                 and opensets[run.name].get("threshold") is not None,
             }
             for run in runs
