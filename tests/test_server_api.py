@@ -737,3 +737,13 @@ def test_nothing_heavy_at_import() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**os.environ})
     assert out.stdout.strip() == ""
+
+
+def test_page_data_is_valid_json_even_with_nan() -> None:
+    # FPIR without strangers is NaN; a NaN in a page's data block once broke the whole train page.
+    from facelab.server.pages import _json_block
+
+    assert json.loads(_json_block({"fpir": float("nan"), "rows": [float("inf"), 0.5, "<"]})) == {
+        "fpir": None,
+        "rows": [None, 0.5, "<"],
+    }

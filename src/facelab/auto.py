@@ -90,6 +90,7 @@ class AutoOutcome:
     metrics: dict
     comparison: Path
     skipped: list[str] = field(default_factory=list)
+    ranked_by: str = ""  # what decided the order, in words
 
 
 def calibrate_run(
@@ -162,16 +163,23 @@ def calibrate_run(
 
 
 def _rank_key(row: dict) -> tuple:
-    """Best first. With enough strangers (or bystanders) to calibrate on (99 for FPIR 1%), the first
+    """Best first.
+
+    With enough strangers (or bystanders) to calibrate on (99 for FPIR 1%: ``trusted``), the first
     criterion is the validation FNIR at the calibrated threshold — the share of known faces *not*
-    given their own name, rejected or misnamed — which judges naming and "unknown" together;
-    without, the validation accuracy. Ties: lower FNIR, fewer parameters, faster training."""
+    given their own name, rejected or misnamed — which judges naming and "unknown" together, then
+    the validation accuracy. With fewer, thresholds rest on a handful of faces and their FNIRs are
+    not comparable (a head whose threshold sits just above three bystanders looks perfect): the
+    validation accuracy decides alone. Ties go to the earlier candidate in the registry
+    (``order``): the cheaper, and the prototype head first, the one measured best at "unknown"
+    on the shared photo sets.
+    """
     accuracy = row.get("val_accuracy")
-    error = 1.0 - accuracy if accuracy is not None else 1.0
+    error = round(1.0 - accuracy if accuracy is not None else 1.0, 9)
     fnir = row.get("val_fnir")
-    fnir = 1.0 if fnir is None else fnir
-    primary = fnir if row.get("calibrated_on_negatives") else error
-    return (round(primary, 9), round(fnir, 9), row.get("params_total") or 0, row.get("train_seconds") or 0)
+    fnir = round(1.0 if fnir is None else fnir, 9)
+    order = row.get("order", 0)
+    return (fnir, error, order) if row.get("trusted") else (error, order)
 
 
 def auto_select(
@@ -213,17 +221,14 @@ def auto_select(
     # Every candidate gets its unknown threshold (validation faces + strangers' calibration half;
     # the test split stays untouched), so the choice can weigh "unknown" too.
     opensets = {run.name: calibrate_run(ws, run, strangers, target_fpir) for run in runs}
+    # Enough strangers for the target FPIR (99 for 1%) for every candidate, or FNIR does not rank.
+    needed = math.ceil(1 / target_fpir) - 1 if target_fpir > 0 else math.inf
+    trusted = all(
+        (payload.get("n_strangers") or 0) >= needed and payload.get("threshold") is not None
+        for payload in opensets.values()
+    )
     ranked = sorted(
-        (
-            run_row(run)
-            | {
-                # Enough strangers for the target FPIR (99 for 1%): fewer set no trustworthy threshold.
-                "calibrated_on_negatives": (opensets[run.name].get("n_strangers") or 0)
-                >= math.ceil(1 / target_fpir) - 1
-                and opensets[run.name].get("threshold") is not None,
-            }
-            for run in runs
-        ),
+        (run_row(run) | {"order": order, "trusted": trusted} for order, run in enumerate(runs)),
         key=_rank_key,
     )
     winner = ws.runs_dir / ranked[0]["run"]
@@ -231,7 +236,14 @@ def auto_select(
     ws.set_setting("current_model", winner.name)
     comparison = ws.runs_dir / f"auto-{stamp}-comparison.md"
     rows = compare_runs([ws.runs_dir / row["run"] for row in ranked], comparison, sort=False)
-    return AutoOutcome(winner=winner, rows=rows, metrics=metrics, comparison=comparison, skipped=skipped)
+    ranked_by = (
+        "validation FNIR at each one's unknown threshold (known faces rejected or misnamed)"
+        if trusted
+        else f"validation accuracy (fewer than {needed} strangers to calibrate on: FNIR would not be comparable)"
+    )
+    return AutoOutcome(
+        winner=winner, rows=rows, metrics=metrics, comparison=comparison, skipped=skipped, ranked_by=ranked_by
+    )
 
 
 def current_model(ws: Workspace) -> Model:

@@ -188,7 +188,11 @@ def evaluate_run(
     strangers: Path | None = None,
     workspace: Path | None = None,
 ) -> dict:
-    """Evaluate a run folder on ``split``; writes ``metrics.json``, plots and ``report.md`` into it."""
+    """Evaluate a run folder on ``split``; writes ``metrics.json``, plots and ``report.md`` into it.
+
+    Returns the metrics as ``metrics.json`` holds them: a figure with nothing to measure (e.g. FPIR
+    without strangers) is None.
+    """
     from facelab import plots
 
     run_dir = Path(run_dir)
@@ -223,7 +227,7 @@ def evaluate_run(
         ]
         plots.error_gallery(errors, run_dir / "errors.png")
     write_text_atomic(report_markdown(summary, metrics, outcomes), run_dir / "report.md")
-    return metrics
+    return _jsonable(metrics)  # what metrics.json holds: NaN (nothing to measure) as None
 
 
 def _open_set(

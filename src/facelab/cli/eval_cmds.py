@@ -104,10 +104,7 @@ def auto(
 
 def _print_auto(outcome) -> None:
     prefix = outcome.comparison.name.removesuffix("comparison.md")  # auto-<stamp>-, shared by the runs
-    table = Table(
-        title=f"Candidates {prefix}* (best first: fewest validation faces unnamed or misnamed at the unknown "
-        "threshold, val FNIR)"
-    )
+    table = Table(title=f"Candidates {prefix}*, best first by {outcome.ranked_by}")
     for column in ("run", "val accuracy", "val FNIR", "seconds", "params"):
         table.add_column(column, overflow="fold")
     for row in outcome.rows:

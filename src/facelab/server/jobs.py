@@ -354,6 +354,7 @@ class JobManager:
                 row["val_fnir"] = fnir_of.get(row.get("run"))
         for note in outcome.skipped:
             job.note(f"skipped {note}")
+        job.note(f"winner {outcome.winner.name}, ranked by {outcome.ranked_by}")
         self._winner_accuracy(job, outcome.winner)
         return outcome.winner, {
             "metrics": _metrics_subset(outcome.metrics),

@@ -7,6 +7,7 @@ Pages are rendered from the same functions the API calls; a little JavaScript pe
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -69,9 +70,20 @@ def _render(request: Request, name: str, page: str, status_code: int = 200, **co
 def _json_block(data: object) -> str:
     """Data for a page's script, as text for a ``<script type="application/json">`` block.
 
-    ``<`` is escaped so no value can close the block; Jinja's autoescaping does the rest.
+    ``<`` is escaped so no value can close the block; Jinja's autoescaping does the rest. NaN and
+    infinity (not JSON: the browser's parser rejects the whole block) become null.
     """
-    return json.dumps(data).replace("<", "\\u003c")
+    return json.dumps(_finite(data)).replace("<", "\\u003c")
+
+
+def _finite(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 @router.get("/")
