@@ -497,6 +497,29 @@ def test_include_others_reaches_the_trainer(
     assert seen == [True]
 
 
+def test_web_auto_job_calibrates_with_the_remembered_strangers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import facelab.auto
+
+    seen: list[object] = []
+
+    def auto_select(ws: object, **kwargs: object) -> None:
+        seen.append(kwargs.get("strangers"))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(facelab.auto, "auto_select", auto_select)
+    client = _fresh(tmp_path)
+    client.post("/api/people", json={"name": "ada"})
+    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
+    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
+    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    strangers = tmp_path / "strangers"
+    strangers.mkdir()
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        facelab.auto.strangers_folder(ws, strangers)
+    job = _wait(client, client.post("/api/jobs", json={"mode": "auto"}).json()["id"])
+    assert job["state"] == "failed" and seen == [strangers.resolve()]
+
+
 def test_training_needs_faces(tmp_path: Path) -> None:
     response = _fresh(tmp_path).post("/api/jobs", json={"mode": "auto"})
     assert response.status_code == 409 and "upload photos" in response.json()["detail"]
@@ -657,6 +680,16 @@ def test_serve_command_refuses_network_without_token(tmp_path: Path, monkeypatch
     monkeypatch.setenv("FACELAB_TOKEN", TOKEN)
     assert runner.invoke(app, ["serve", str(tmp_path / "ws"), "--host", "0.0.0.0"]).exit_code == 0
     assert calls[-1]["host"] == "0.0.0.0"
+    # A strangers folder given to serve is remembered for training from the web page.
+    strangers = tmp_path / "strangers"
+    strangers.mkdir()
+    monkeypatch.delenv("FACELAB_TOKEN")
+    assert runner.invoke(app, ["serve", str(tmp_path / "ws"), "--strangers", str(strangers)]).exit_code == 0
+    from facelab.auto import strangers_folder
+
+    with Workspace(tmp_path / "ws", create=False) as ws:
+        assert strangers_folder(ws) == strangers.resolve()
+    assert runner.invoke(app, ["serve", str(tmp_path / "ws"), "--strangers", str(tmp_path / "nope")]).exit_code == 2
 
 
 # -- pages and docs ----------------------------------------------------------------------------

@@ -162,6 +162,20 @@ def calibrate_run(
     return payload
 
 
+STRANGERS_SETTING = "strangers"
+
+
+def strangers_folder(ws: Workspace, given: Path | None = None) -> Path | None:
+    """The strangers folder to calibrate "unknown" with: ``given`` (then remembered in the workspace,
+    so later runs, ``calibrate`` and the web app's training use it too), else the one remembered
+    earlier if it still exists, else None."""
+    if given is not None:
+        ws.set_setting(STRANGERS_SETTING, str(Path(given).resolve()))
+        return Path(given)
+    remembered = ws.setting(STRANGERS_SETTING)
+    return Path(remembered) if remembered and Path(remembered).is_dir() else None
+
+
 def _rank_key(row: dict) -> tuple:
     """Best first.
 

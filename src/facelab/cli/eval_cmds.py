@@ -95,11 +95,18 @@ def auto(
     ] = None,
 ) -> None:
     """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test."""
-    from facelab.auto import auto_select
+    from facelab.auto import auto_select, strangers_folder
 
     with open_workspace(workspace) as ws, progress_bar("Candidates", quiet=False) as advance:
+        strangers = _announce_strangers(strangers, strangers_folder(ws, strangers))
         outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
     _print_auto(outcome)
+
+
+def _announce_strangers(given: Path | None, used: Path | None) -> Path | None:
+    if given is None and used is not None:
+        err.print(f"calibrating 'unknown' with {used} (the strangers folder this workspace remembers)")
+    return used
 
 
 def _print_auto(outcome) -> None:
@@ -139,7 +146,7 @@ def run_pipeline(
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
 ) -> None:
     """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
-    from facelab.auto import auto_select
+    from facelab.auto import auto_select, strangers_folder
     from facelab.build import build as run_build
     from facelab.cli.data_cmds import print_build_summary, print_split_summary, resolve_identities_cli
     from facelab.contact import write_contact_sheets
@@ -162,6 +169,7 @@ def run_pipeline(
         console.rule("2/4 split: train / val / test by photo")
         print_split_summary(split_workspace(ws, seed=seed))
         console.rule("3/4 auto: train candidates, pick the best on validation")
+        strangers = _announce_strangers(strangers, strangers_folder(ws, strangers))
         with progress_bar("Candidates") as advance:
             outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
         console.rule("4/4 result")

@@ -34,6 +34,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    strangers: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of photos of people NOT among yours, to calibrate 'unknown' when training from the "
+            "web page (remembered in the workspace; `facelab run/auto --strangers` set it too).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Web app: People (upload photos), Review (check faces), Train (with live progress), Recognize
     (a photo or the webcam), plus the REST API documented at /docs.
@@ -56,6 +65,13 @@ def serve(
     from facelab.server.app import create_app
 
     application = create_app(workspace, token, host=host)
+    if strangers is not None:
+        from facelab.auto import strangers_folder
+        from facelab.store import Workspace
+
+        with Workspace(workspace) as ws:
+            strangers_folder(ws, strangers)
+        err.print(f"training from the web page calibrates 'unknown' with {strangers.resolve()}")
     # 0.0.0.0 / :: listen on every address of the machine: the user knows which one to type.
     wildcard = host in ("0.0.0.0", "::")
     where = "THIS-MACHINE" if wildcard else "127.0.0.1" if is_loopback(host) else f"[{host}]" if ":" in host else host

@@ -319,7 +319,7 @@ class JobManager:
         return progress
 
     def _auto(self, job: Job, ws: Workspace) -> tuple[Path, dict[str, Any]]:
-        from facelab.auto import CANDIDATES, auto_select
+        from facelab.auto import CANDIDATES, auto_select, strangers_folder
 
         budget = job.params.budget_minutes
         job.note(f"automatic: training candidates cheapest first within {budget:g} minute(s)")
@@ -346,7 +346,7 @@ class JobManager:
             job.note(f"candidate {number}/{total}: {name}")
             job.check_cancel()
 
-        outcome = auto_select(ws, budget_minutes=budget, progress=progress)
+        outcome = auto_select(ws, budget_minutes=budget, strangers=strangers_folder(ws), progress=progress)
         # Every candidate is calibrated at the end; show what the ranking used.
         fnir_of = {row["run"]: row.get("val_fnir") for row in outcome.rows}
         with job.lock:
@@ -364,17 +364,18 @@ class JobManager:
         }
 
     def _finish_run(self, job: Job, ws: Workspace, run_dir: Path, calibrate: bool) -> dict[str, Any]:
-        from facelab.auto import calibrate_run
+        from facelab.auto import calibrate_run, strangers_folder
         from facelab.evaluate import evaluate_run
 
+        strangers = strangers_folder(ws)
         if calibrate:
             with job.lock:
                 job.phase = "calibrating the unknown threshold"
-            calibrate_run(ws, run_dir)
+            calibrate_run(ws, run_dir, strangers)
         with job.lock:
             job.phase = "evaluating on the test split"
         job.check_cancel()
-        metrics = evaluate_run(run_dir, split="test", workspace=ws.root)
+        metrics = evaluate_run(run_dir, split="test", strangers=strangers, workspace=ws.root)
         ws.set_setting("current_model", run_dir.name)
         return {"metrics": _metrics_subset(metrics)}
 
@@ -383,9 +384,12 @@ class JobManager:
 
         head = job.params.head
         job.note(f"embedding track: dlib face embeddings + {head} head")
+        from facelab.auto import strangers_folder
+
         run_dir = train_embedding_run(
             ws,
             head=head,
+            strangers=strangers_folder(ws),
             include_others=job.params.include_others,
             progress=self._embedding_progress(job, "embedding faces"),
         )
