@@ -104,6 +104,16 @@ def _fresh(tmp_path: Path, token: str | None = None, **kwargs: object) -> TestCl
     return TestClient(create_app(tmp_path / "ws", token, **kwargs), base_url=BASE)
 
 
+def _one_drawn_face(tmp_path: Path) -> TestClient:
+    """A fresh app whose workspace holds one person with one face drawn by hand: enough to train."""
+    client = _fresh(tmp_path)
+    client.post("/api/people", json={"name": "ada"})
+    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
+    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
+    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    return client
+
+
 # -- people and uploads ------------------------------------------------------------------------
 
 
@@ -425,11 +435,7 @@ def test_one_job_at_a_time_and_no_uploads_while_training(tmp_path: Path, monkeyp
             job.check_cancel()  # type: ignore[attr-defined]
 
     monkeypatch.setattr(JobManager, "_train", slow_train)
-    client = _fresh(tmp_path)
-    client.post("/api/people", json={"name": "ada"})
-    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
-    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
-    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    client = _one_drawn_face(tmp_path)
     job = client.post("/api/jobs", json={"mode": "embedding"}).json()
     assert started.wait(10)
     assert client.get(f"/api/jobs/{job['id']}").json()["state"] == "running"
@@ -453,11 +459,7 @@ def test_a_failing_job_reports_and_changes_nothing(tmp_path: Path, monkeypatch: 
         raise RuntimeError("no weights for this backbone")
 
     monkeypatch.setattr(JobManager, "_train", broken)
-    client = _fresh(tmp_path)
-    client.post("/api/people", json={"name": "ada"})
-    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
-    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
-    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    client = _one_drawn_face(tmp_path)
     job = _wait(client, client.post("/api/jobs", json={"mode": "auto"}).json()["id"])
     assert job["state"] == "failed" and "no weights" in job["error"]
     assert client.get("/api/status").json()["current_model"] is None
@@ -485,11 +487,7 @@ def test_include_others_reaches_the_trainer(
 
     module, name = where.rsplit(".", 1)
     monkeypatch.setattr(importlib.import_module(module), name, trainer)
-    client = _fresh(tmp_path)
-    client.post("/api/people", json={"name": "ada"})
-    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
-    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
-    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    client = _one_drawn_face(tmp_path)
     started = client.post("/api/jobs", json=request_body)
     assert started.status_code == 202 and started.json()["params"]["include_others"] is True
     job = _wait(client, started.json()["id"])
@@ -507,11 +505,7 @@ def test_web_auto_job_calibrates_with_the_remembered_strangers(tmp_path: Path, m
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(facelab.auto, "auto_select", auto_select)
-    client = _fresh(tmp_path)
-    client.post("/api/people", json={"name": "ada"})
-    client.post("/api/people/ada/photos", files=[("files", ("sky.png", _sky_png(), "image/png"))])
-    photo_id = client.get("/api/people/ada").json()["photo_list"][0]["id"]
-    client.post(f"/api/photos/{photo_id}/faces", json={"x1": 100, "y1": 60, "x2": 180, "y2": 160})
+    client = _one_drawn_face(tmp_path)
     strangers = tmp_path / "strangers"
     strangers.mkdir()
     with Workspace(tmp_path / "ws", create=False) as ws:
