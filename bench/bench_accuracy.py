@@ -212,8 +212,7 @@ def main() -> None:
         "the bystanders of the train/val photos who are none of the user's people as a class `others`, "
         "answered as unknown. *bystanders named*: share of those bystander faces in the *test* photos given "
         "one of the people's names, closed set and at the run's threshold — an FPIR measured on the user's "
-        "own photos. *val* of a transfer `+ others` row counts `others` as a class (the embedding track's "
-        "does not).\n\n"
+        "own photos. *val* counts the people's faces only (a face `others` takes is a miss).\n\n"
         "Peer reference (same kind of split, from the issue): `face_recognition` (dlib + HOG + largest face) "
         "names 92% (celeb5) and 88% (sports5) of test photos right; at its default 0.6 distance 7% and 19% "
         "of strangers get a name.\n\n" + "\n".join(sections)

@@ -7,6 +7,7 @@ about forty of them with two or more faces: wives, coaches, crowds, team-mates).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,10 @@ def test_transfer_track_with_others(group_ws: Path) -> None:
         run = train_workspace(ws, config, name="cnn-others", reporter=NullReporter()).run_dir
     model = load_model(run)
     assert model.classes == [*PEOPLE, OTHERS]
+    # Validation accuracy counts the people's faces only, as evaluate does (a face "others" takes is a miss).
+    val = evaluate_run(run, "val")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["val_accuracy"] == pytest.approx(val["accuracy"], abs=0.5 / val["n_images"])
     metrics = evaluate_run(run, "test")
     assert metrics["accuracy"] > 0.6  # two people: chance is 0.5
     assert OTHERS not in metrics["classes"]  # a face the bystander class wins is "unknown"

@@ -526,6 +526,9 @@ class _Trainer:
         import torch
 
         self.cfg, self.train, self.val, self.classes = cfg, train, val, classes
+        # With --include-others, validation accuracy is over the people's faces only (a face the
+        # "others" class takes is a miss), as in the embedding track: bystanders are training data.
+        self.others_index = classes.index(OTHERS) if OTHERS in classes else None
         self.run_dir, self.reporter = run_dir, reporter
         self.spec = bb.get(cfg.backbone)
         self.device, self.device_text = resolve_device(cfg.device)
@@ -640,8 +643,17 @@ class _Trainer:
         with torch.inference_mode():
             logits = head(x).flatten(1)
             loss = float(torch.nn.functional.cross_entropy(logits, y))
-            acc = float((logits.argmax(1) == y).float().mean())
-        return loss, acc
+            hits, counted = self._people_hits(logits, y)
+        return loss, hits / max(1, counted)
+
+    def _people_hits(self, logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        """Right answers and faces counted for validation accuracy: the people's faces only when
+        there is an "others" class."""
+        right = logits.argmax(1) == y
+        if self.others_index is None:
+            return int(right.sum()), len(y)
+        person = y != self.others_index
+        return int(right[person].sum()), int(person.sum())
 
     def _run_image_epoch(self, loader: Any, optimizer: Any, status: dict[str, str]) -> tuple[float, float]:
         assert self.model is not None
@@ -669,16 +681,18 @@ class _Trainer:
 
         assert self.model is not None
         self.model.eval()
-        total_loss, correct, seen = 0.0, 0, 0
+        total_loss, correct, seen, counted_all = 0.0, 0, 0, 0
         with torch.inference_mode(), self._autocast():
             for x, y in loader:
                 x, y = self._to_device(x), y.to(self.device, non_blocking=True)
                 logits = self.model(x).float()
                 total_loss += float(torch.nn.functional.cross_entropy(logits, y, reduction="sum"))
-                correct += int((logits.argmax(1) == y).sum())
+                hits, counted = self._people_hits(logits, y)
+                correct += hits
                 seen += len(y)
+                counted_all += counted
                 self.reporter.advance()
-        return total_loss / max(1, seen), correct / max(1, seen)
+        return total_loss / max(1, seen), correct / max(1, counted_all)
 
     # -- checkpoints -----------------------------------------------------------------------
     def _metadata(self) -> dict[str, str]:
