@@ -497,22 +497,7 @@ class EmbeddingModel:
     def recognize(self, rgb: np.ndarray, faces: list[Face], top: int = 3) -> list[Recognition]:
         """Open-set answers for faces of a photo: name or unknown, score, margin, best candidates."""
         scores = self.predict_faces(rgb, faces)
-        decisions = openset.decide(scores, self.threshold, self.min_margin, self.classes) if len(faces) else None
-        people = [j for j, name in enumerate(self.classes) if name != OTHERS]  # "others" is nobody's name
-        out = []
-        for i, face in enumerate(faces):
-            order = sorted(people, key=lambda j: -scores[i, j])[:top]
-            index = int(decisions.index[i])
-            out.append(
-                Recognition(
-                    face=face,
-                    name=self.classes[index] if index >= 0 else None,
-                    score=float(decisions.score[i]),
-                    margin=float(decisions.margin[i]),
-                    candidates=tuple((self.classes[j], float(scores[i, j])) for j in order),
-                )
-            )
-        return out
+        return openset.recognitions(faces, scores, self.classes, self.threshold, self.min_margin, top)
 
     def stranger_scores(self, folder: Path, part: str = "all") -> np.ndarray:
         """Best score of each stranger photo's largest face; embeddings cached by file hash."""

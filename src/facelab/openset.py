@@ -35,7 +35,10 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from facelab.runs import Model
+    from facelab.types import Face, Recognition
 
 PARTS = ("all", "calibration", "evaluation")
 DEFAULT_TARGET_FPIR = 0.01
@@ -127,6 +130,40 @@ def decide(
     if min_margin is not None:
         lookalike = (index >= 0) & (margin < min_margin)
     return Decisions(index=index, score=top, margin=margin, lookalike=lookalike)
+
+
+def recognitions(
+    faces: Sequence[Face],
+    scores: np.ndarray,
+    classes: list[str],
+    threshold: float | None,
+    min_margin: float | None = None,
+    top: int = 3,
+) -> list[Recognition]:
+    """Open-set answers for ``faces`` from their ``scores`` (faces × classes): name or unknown (None),
+    score, margin, and the ``top`` people by score as candidates (the bystander class is nobody's
+    name, so never a candidate)."""
+    from facelab.items import OTHERS
+    from facelab.types import Recognition
+
+    if not len(faces):
+        return []
+    decisions = decide(scores, threshold, min_margin, classes)
+    people = [j for j, name in enumerate(classes) if name != OTHERS]
+    out = []
+    for i, face in enumerate(faces):
+        index = int(decisions.index[i])
+        order = sorted(people, key=lambda j: -scores[i, j])[:top]
+        out.append(
+            Recognition(
+                face=face,
+                name=classes[index] if index >= 0 else None,
+                score=float(decisions.score[i]),
+                margin=float(decisions.margin[i]),
+                candidates=tuple((classes[j], float(scores[i, j])) for j in order),
+            )
+        )
+    return out
 
 
 # -- rates and curves ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from facelab import openset
-from facelab.items import OTHERS
+from facelab.items import people
 from facelab.tracking import UNKNOWN, IoUTracker, Track, face_weight, is_scene_cut, thumbnail
 from facelab.types import Box, Face, Recognition
 
@@ -206,7 +206,7 @@ class Recognizer:
     @property
     def classes(self) -> list[str]:
         """The people the model can name (a bystander class 'others' is nobody's name)."""
-        return [name for name in self.model.classes if name != OTHERS]
+        return people(self.model.classes)
 
     @property
     def detector(self) -> Any:
@@ -243,25 +243,7 @@ class Recognizer:
 
     def name_scores(self, faces: Sequence[Face], scores: np.ndarray, top: int = 3) -> list[Recognition]:
         """Open-set answers from scores already computed (albums re-score stored vectors)."""
-        if not len(faces):
-            return []
-        classes = self.model.classes
-        decisions = openset.decide(scores, self.threshold, self.min_margin, classes)
-        people = [j for j, name in enumerate(classes) if name != OTHERS]  # "others" is nobody's name
-        out = []
-        for i, face in enumerate(faces):
-            index = int(decisions.index[i])
-            order = sorted(people, key=lambda j: -scores[i, j])[:top]
-            out.append(
-                Recognition(
-                    face=face,
-                    name=classes[index] if index >= 0 else None,
-                    score=float(decisions.score[i]),
-                    margin=float(decisions.margin[i]),
-                    candidates=tuple((classes[j], float(scores[i, j])) for j in order),
-                )
-            )
-        return out
+        return openset.recognitions(faces, scores, self.model.classes, self.threshold, self.min_margin, top)
 
     def is_lookalike(self, recognition: Recognition) -> bool:
         return recognition.name is not None and self.min_margin is not None and recognition.margin < self.min_margin
