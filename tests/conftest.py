@@ -56,3 +56,18 @@ def group_ws(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
         resolve_identities(ws)
         split_workspace(ws, (0.6, 0.2, 0.2), seed=0)
     return root / "ws"
+
+
+@pytest.fixture(scope="session")
+def stranger_links(shared_data: Path, tmp_path_factory: pytest.TempPathFactory):
+    """``stranger_links(n)``: a folder of links to the first ``n`` LFW strangers, made once per ``n``."""
+    from tiny_model import link_strangers
+
+    made: dict[int, Path] = {}
+
+    def make(n: int) -> Path:
+        if n not in made:
+            made[n] = link_strangers(shared_data, tmp_path_factory.mktemp(f"strangers{n}"), n)
+        return made[n]
+
+    return make

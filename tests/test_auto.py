@@ -29,11 +29,8 @@ def test_rank_prefers_naming_and_unknown_together() -> None:
 
 
 @pytest.fixture(scope="module")
-def strangers(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("auto-strangers")
-    for path in sorted((shared_data / "strangers").iterdir())[:60]:
-        (folder / path.name).symlink_to(path)
-    return folder
+def strangers(stranger_links) -> Path:
+    return stranger_links(60)
 
 
 def test_auto_calibrates_every_candidate_and_tests_only_the_winner(group_ws: Path, strangers: Path) -> None:

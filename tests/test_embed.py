@@ -98,12 +98,9 @@ def tiny_ws(celeb5: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def strangers(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def strangers(stranger_links) -> Path:
     """40 LFW strangers (links), enough for a strict threshold; more are left for testing."""
-    folder = tmp_path_factory.mktemp("strangers")
-    for path in sorted((shared_data / "strangers").iterdir())[:40]:
-        (folder / path.name).symlink_to(path)
-    return folder
+    return stranger_links(40)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
-"""The tiny recognition model several test modules share (conftest's ``tiny_model`` fixture).
+"""Test helpers on the shared photo sets: the tiny recognition model several test modules share
+(conftest's ``tiny_model`` fixture) and links to LFW strangers (``stranger_links``).
 
 build → identity resolution → split → embedding-track prototype run over four celeb5 people with
 six photos each, calibrated on 40 LFW strangers; a few photos of each person are held out.
@@ -21,6 +22,14 @@ class TinyModel:
     held_out: dict[str, list[Path]]  # photos of each person the model never saw, one face each
 
 
+def link_strangers(shared_data: Path, folder: Path, n: int) -> Path:
+    """``folder`` filled with links to the first ``n`` LFW strangers of ../shared/data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in sorted((shared_data / "strangers").iterdir())[:n]:
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
 def build_tiny_model(shared_data: Path, root: Path) -> TinyModel:
     """A workspace under ``root`` whose current model is an embedding run."""
     from facelab.build import build
@@ -40,10 +49,7 @@ def build_tiny_model(shared_data: Path, root: Path) -> TinyModel:
             shutil.copy(path, photos / person / path.name)
         # Held-out photos with exactly one face: the answer for them is unambiguous.
         held_out[person] = [p for p in files[TRAIN_PHOTOS : TRAIN_PHOTOS + 8] if len(find_faces(load_rgb(p))) == 1][:4]
-    strangers = root / "strangers"
-    strangers.mkdir()
-    for path in sorted((shared_data / "strangers").iterdir())[:40]:
-        (strangers / path.name).symlink_to(path)
+    strangers = link_strangers(shared_data, root / "strangers", 40)
     with Workspace(root / "ws") as ws:
         build(photos, ws)
         resolve_identities(ws)
