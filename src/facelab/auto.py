@@ -12,7 +12,6 @@ test figure stays an honest estimate.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import numpy as np
 
 from facelab.imageio import write_text_atomic
 from facelab.items import FaceSelection, load_items
+from facelab.openset import strangers_needed
 from facelab.runs import Model, load_model, read_summary
 from facelab.store import Workspace
 
@@ -167,7 +167,7 @@ STRANGERS_SETTING = "strangers"
 
 def strangers_folder(ws: Workspace, given: Path | None = None) -> Path | None:
     """The strangers folder to calibrate "unknown" with: ``given`` (then remembered in the workspace,
-    so later runs, ``calibrate`` and the web app's training use it too), else the one remembered
+    so later runs and the web app's training use it too), else the one remembered
     earlier if it still exists, else None."""
     if given is not None:
         ws.set_setting(STRANGERS_SETTING, str(Path(given).resolve()))
@@ -236,7 +236,7 @@ def auto_select(
     # the test split stays untouched), so the choice can weigh "unknown" too.
     opensets = {run.name: calibrate_run(ws, run, strangers, target_fpir) for run in runs}
     # Enough strangers for the target FPIR (99 for 1%) for every candidate, or FNIR does not rank.
-    needed = math.ceil(1 / target_fpir) - 1 if target_fpir > 0 else math.inf
+    needed = strangers_needed(target_fpir)
     trusted = all(
         (payload.get("n_strangers") or 0) >= needed and payload.get("threshold") is not None
         for payload in opensets.values()

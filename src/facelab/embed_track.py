@@ -588,8 +588,8 @@ def with_default_floor(
     strangers than its target FPIR needs (or none): a threshold set just above three bystanders
     promises nothing about the next stranger, and a model without one never answers unknown —
     useless for "me / not me". Unchanged when there were enough strangers or there is no floor."""
-    needed = math.ceil(1 / calibration.target_fpir) - 1 if calibration.target_fpir > 0 else math.inf
-    if floor is None or (calibration.threshold is not None and calibration.n_strangers >= needed):
+    enough = calibration.n_strangers >= openset.strangers_needed(calibration.target_fpir)
+    if floor is None or (calibration.threshold is not None and enough):
         return calibration
     if calibration.threshold is not None and calibration.threshold >= floor:
         return calibration
@@ -646,8 +646,8 @@ def train_embedding_run(
         if include_others and head == "prototype":
             raise ValueError(
                 "--include-others needs the knn or linear head: a prototype is one centre per person, and "
-                "bystanders are many people (the prototype head uses them as negatives for its unknown "
-                "threshold instead, see facelab calibrate)"
+                "bystanders are many people (it uses them as negatives for its unknown threshold instead, "
+                "when no strangers folder is given to facelab auto / run)"
             )
         info = embedder_info(model)
         faces = FaceSelection(faces)
@@ -677,13 +677,13 @@ def train_embedding_run(
         person_train = np.array([classes[c] != OTHERS for c in y_train], dtype=bool)
         person_val = np.array([classes[c] != OTHERS for c in y_val], dtype=bool)
         train_acc = _accuracy(fitted, x_train[person_train], y_train[person_train], classes)
-        val_acc = _accuracy(fitted, x_val[person_val], y_val[person_val], classes)
 
         # Open set: genuine scores of validation faces against strangers the model never saw.
         x_genuine, y_genuine = x_val[person_val], y_val[person_val]
         val_scores = fitted.scores(x_genuine) if len(x_genuine) else np.zeros((0, len(classes)))
         best, top, margin = openset.top_two(val_scores, classes) if len(x_genuine) else (np.zeros(0, int),) * 3
         correct = best == y_genuine
+        val_acc = float(np.mean(correct)) if len(correct) else float("nan")  # as _accuracy, scored once
         cache_dir = workspace.root / ".facelab" / "cache"
         if strangers is not None:
             x_strangers = stranger_vectors(Path(strangers), "calibration", model, cache_dir)

@@ -329,6 +329,12 @@ class Calibration:
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
 
 
+def strangers_needed(target_fpir: float) -> float:
+    """How many strangers a threshold for ``target_fpir`` needs to hold on new people: 1/target − 1
+    (99 for 1%; see :func:`threshold_for_fpir`); infinite for a target of 0."""
+    return math.ceil(1 / target_fpir) - 1 if target_fpir > 0 else math.inf
+
+
 def threshold_for_fpir(stranger_scores: np.ndarray, target_fpir: float) -> float:
     """The lowest threshold at which at most ``target_fpir`` of these strangers score ``>=`` it.
 
@@ -377,11 +383,11 @@ def calibrate(
     """
     genuine, correct, strangers = _as_arrays(genuine_scores, genuine_correct, stranger_scores)
     warning = None
-    needed = math.ceil(1 / target_fpir) - 1 if target_fpir > 0 else math.inf
+    needed = strangers_needed(target_fpir)
     if 0 < len(strangers) < needed:
         warning = (
             f"only {len(strangers)} strangers: FPIR {target_fpir:.2%} cannot be guaranteed on new people "
-            f"(needs {math.ceil(1 / target_fpir) - 1}); the threshold names none of them"
+            f"(needs {needed}); the threshold names none of them"
         )
     threshold = threshold_for_fpir(strangers, target_fpir) if len(strangers) else None
     if threshold is None:
