@@ -107,7 +107,7 @@ def calibrate_run(
     the user's own photos, free negatives — except bystanders who look like one of the user's
     people (see :func:`facelab.identity.stranger_bystanders`).
     """
-    from facelab.openset import calibrate, open_scores, stranger_scores, top_two
+    from facelab.openset import calibrate, named_right, open_scores, stranger_scores, top_two
 
     model = load_model(run_dir)
     val = load_items(ws, "val", read_summary(run_dir).get("faces", FaceSelection.RESOLVED))
@@ -115,7 +115,7 @@ def calibrate_run(
         val = load_items(ws, "train", FaceSelection.RESOLVED)
     scores = model.predict_items(val)
     index, best, margin = top_two(scores, model.classes)
-    correct = np.array([i >= 0 and model.classes[i] == item.person for i, item in zip(index, val, strict=True)])
+    correct = named_right(index, model.classes, [item.person for item in val])
     negatives = []
     sources = []
     if strangers is not None:

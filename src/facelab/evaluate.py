@@ -233,10 +233,10 @@ def evaluate_run(
 def _open_set(
     model: Model, scores: np.ndarray, y_true: list[str], strangers: Path | None, run_dir: Path, plots
 ) -> dict:
-    from facelab.openset import evaluate_open_set, open_scores, stranger_scores, top_two
+    from facelab.openset import evaluate_open_set, named_right, open_scores, stranger_scores, top_two
 
     index, _, _ = top_two(scores, model.classes) if len(scores) else (np.zeros(0, int),) * 3
-    correct = np.array([i >= 0 and model.classes[i] == t for i, t in zip(index, y_true, strict=True)], dtype=bool)
+    correct = named_right(index, model.classes, y_true)
     genuine = open_scores(scores, model.classes) if len(scores) else np.zeros(0)
     impostor = stranger_scores(model, strangers, part="evaluation") if strangers else np.zeros(0)
     threshold = model.threshold

@@ -93,6 +93,11 @@ def _top_two(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return best, top, top - second
 
 
+def named_right(index: np.ndarray, classes: list[str], truth: Sequence[str]) -> np.ndarray:
+    """Per face, whether its best index (−1: nobody, see :func:`top_two`) names its true person."""
+    return np.array([i >= 0 and classes[i] == t for i, t in zip(index, truth, strict=True)], dtype=bool)
+
+
 def open_scores(scores: np.ndarray, classes: list[str] | None = None) -> np.ndarray:
     """The score each face's name is judged by: the best person's score, −inf where the bystander
     class wins (such a face is named at no threshold). What strangers are calibrated on."""
