@@ -182,7 +182,7 @@ CONFIGS: dict[str, VideoOptions] = {
     "default (detect every 2nd frame at 320 px, re-name every 25)": VideoOptions(),
     "faster (detect every 3rd frame)": VideoOptions(detect_every=3),
     "naive (detect every frame at 640 px, name every face every frame)": VideoOptions(
-        detect_every=1, detect_size=640, reclassify_every=1, warmup=1, max_classify=99, cut_threshold=0
+        detect_every=1, detect_size=640, reclassify_every=1, warmup=1, max_classify=99, cuts=False
     ),
 }
 

@@ -9,8 +9,11 @@ threshold): a person's name, or ``unknown`` when the best score is below the thr
 
 Video (files, ``camera:N``, RTSP/HTTP streams) goes through :class:`VideoRecognizer`: faces are
 detected on a shrunken copy of every k-th frame, linked into tracks (:mod:`facelab.tracking`),
-and a track is classified only when it is new, every N frames, or when its box changed much; its
-name is a vote over those answers weighted by face size. See :class:`VideoOptions` for tuning.
+and a track is classified only when it is new, every N frames, when its box changed much, or when
+the face in its box changed; its name is a vote over those answers weighted by face size. A shot cut
+ends every track, and a face whose embedding moved away from its track's identity starts a new
+track, so no track (and no summary line) carries one person's name onto another. See
+:class:`VideoOptions` for tuning.
 
 Nothing heavy is imported at module import: OpenCV and the model load on first use.
 """
@@ -36,7 +39,15 @@ import numpy as np
 
 from facelab import openset
 from facelab.items import people
-from facelab.tracking import UNKNOWN, IoUTracker, Track, face_weight, is_scene_cut, thumbnail
+from facelab.tracking import (
+    UNKNOWN,
+    IoUTracker,
+    ShotCutDetector,
+    Track,
+    face_signature,
+    face_weight,
+    structure_distance,
+)
 from facelab.types import Box, Face, Recognition
 
 if TYPE_CHECKING:
@@ -215,6 +226,22 @@ class Recognizer:
 
             self._detector = get_detector(self.detector_name)
         return self._detector
+
+    @property
+    def closed_set(self) -> bool:
+        """True when this model cannot answer unknown (no calibrated threshold, no embedding gate):
+        every stranger gets one of the people's names."""
+        return self.threshold is None
+
+    def closed_set_warning(self) -> str | None:
+        """One line for the user when :attr:`closed_set`, naming the run and the fix; else None."""
+        if not self.closed_set:
+            return None
+        run = getattr(self.model, "run_dir", None)
+        return (
+            f"warning: {run.name if run else 'this model'} has no 'unknown' answer — every stranger will be "
+            "given one of your people's names; calibrate it (facelab auto) or use an embedding run"
+        )
 
     def warm_up(self) -> None:
         """Load the detector and the model's networks now, so the first frame does not pay for it
@@ -523,8 +550,29 @@ class VideoOptions:
       then the longest unclassified). A classification costs ~0.1 s of one core (dlib), so this
       bounds the stall when several people walk in at once; the rest wait for the next round.
     * ``min_iou`` / ``max_missed``: the tracker's (see :class:`facelab.tracking.IoUTracker`).
-    * ``cut_threshold`` (30): frame difference that counts as a scene cut, which ends all tracks
-      (see :func:`facelab.tracking.is_scene_cut`); 0 disables the check.
+    * ``cuts`` (True): test every detection round for a shot cut, which ends all tracks;
+      ``cut_floor`` (0.06), ``cut_k`` (6) and ``cut_window`` (30 rounds) tune the adaptive test
+      (see :class:`facelab.tracking.ShotCutDetector`, which also gives what was measured). It costs
+      ~0.4 ms a round (640×480, one core).
+    * ``drift_distance`` (None: the embedder's same-person distance, 0.58 for dlib): a track's face
+      whose embedding lies farther than this from the track's identity (its mean vector and its
+      latest one, :meth:`facelab.tracking.Track.identity_distance`) is somebody else: the track
+      ends and a new one starts. Lower it to split more eagerly (a blurred or turned face may then
+      split one person's track in two, both named alike); ``math.inf`` disables the check. The
+      check runs whenever a face is embedded anyway (``warmup``, ``reclassify_every``,
+      ``reclassify_iou`` and the appearance test below), so it costs nothing extra with the
+      embedding track; with a CNN model each of those namings also embeds the face with dlib
+      (~0.1 s of one core), doubling the cost of naming.
+    * ``appearance_jump`` (0.35): the cheap test that makes a swap visible between embeddings: the
+      face's pixels in its box (24×24 grayscale) are compared with the previous round's by
+      :func:`facelab.tracking.structure_distance`; a larger change classifies (and so
+      identity-checks) the face in this round, ahead of everything else (~0.15 ms a face a round;
+      measured: 0.01–0.18 within a shot, 0.58–0.93 where one person's face replaced another's at
+      the same place, ``tests/test_video_identity.py``). Lower it to check more
+      often (each check is one embedding), raise it if turning heads trigger needless checks.
+      When a drift is found later than the swap, the track is cut at the largest appearance jump
+      since its last check, or, without a clear one, at that last check (frames in between are
+      given to nobody rather than to the wrong person).
     * ``min_hits`` (2): tracks seen in fewer detection rounds are dropped from the summary as
       noise (a false detection rarely survives two rounds).
     """
@@ -538,7 +586,12 @@ class VideoOptions:
     max_classify: int = 2
     min_iou: float = 0.3
     max_missed: int = 5
-    cut_threshold: float = 30.0
+    cuts: bool = True
+    cut_floor: float = 0.06
+    cut_k: float = 6.0
+    cut_window: int = 30
+    drift_distance: float | None = None
+    appearance_jump: float = 0.35
     min_hits: int = 2
 
     def __post_init__(self) -> None:
@@ -546,6 +599,14 @@ class VideoOptions:
             raise ValueError("detect_every, reclassify_every, warmup and max_classify must be at least 1")
         if self.detect_size < 32:
             raise ValueError(f"detect_size {self.detect_size} is too small (use 160 or more)")
+        if self.drift_distance is not None and not self.drift_distance > 0:
+            raise ValueError(f"drift_distance {self.drift_distance} must be positive (math.inf disables it)")
+
+    def cut_detector(self) -> ShotCutDetector | None:
+        """A fresh shot-cut test with these settings (None when ``cuts`` is off)."""
+        if not self.cuts:
+            return None
+        return ShotCutDetector(floor=self.cut_floor, k=self.cut_k, window=self.cut_window)
 
 
 @dataclass(frozen=True)
@@ -637,6 +698,8 @@ class VideoStats:
     frames: int = 0
     detections: int = 0
     classified_faces: int = 0
+    cuts: int = 0  # shot cuts found (every track ended)
+    drift_splits: int = 0  # tracks split because their face became somebody else
     read_s: float = 0.0
     detect_s: float = 0.0
     classify_s: float = 0.0
@@ -762,11 +825,13 @@ class VideoRecognizer:
         self.recognizer = recognizer
         self.options = options or VideoOptions()
         self.tracker = IoUTracker(self.options.min_iou, self.options.max_missed)
+        self.cut_test = self.options.cut_detector()
         self.stats = VideoStats()
         self.source_label = ""
         self.fps = 25.0
         self.frame_count = 0
         self.size = (0, 0)
+        self._drift: tuple[Any, float] | None = None  # (embedder or None, distance), on first use
 
     def frames(self, source: Source, max_frames: int | None = None) -> Iterator[FrameResult]:
         """Process ``source`` frame by frame; stopping the iteration early releases the capture."""
@@ -783,6 +848,7 @@ class VideoRecognizer:
             capture = LatestFrameReader(capture)
         self.source_label = source.label
         self.tracker = IoUTracker(self.options.min_iou, self.options.max_missed)
+        self.cut_test = self.options.cut_detector()
         self.stats = VideoStats()
         fps = capture.get(cv2.CAP_PROP_FPS)
         # Files carry their frame rate; some containers and most cameras report 0 or nonsense.
@@ -793,7 +859,6 @@ class VideoRecognizer:
             int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0),
         )
         started = time.perf_counter()
-        previous_thumb: np.ndarray | None = None
         index = -1
         try:
             while max_frames is None or index + 1 < max_frames:
@@ -807,7 +872,7 @@ class VideoRecognizer:
                 detected = index % self.options.detect_every == 0
                 events: list[Event] = []
                 if detected:
-                    previous_thumb, events = self._detection_round(bgr, index, time_s, previous_thumb)
+                    events = self.process(bgr, index, time_s)
                 visible = [t for t in self.tracker.active if t.missed == 0]
                 self.stats.frames += 1
                 self.stats.total_s = time.perf_counter() - started
@@ -819,33 +884,44 @@ class VideoRecognizer:
             self.tracker.end_all()
             self.stats.total_s = time.perf_counter() - started
 
-    def _detection_round(
-        self, bgr: np.ndarray, index: int, time_s: float, previous_thumb: np.ndarray | None
-    ) -> tuple[np.ndarray, list[Event]]:
+    def process(self, bgr: np.ndarray, index: int, time_s: float) -> list[Event]:
+        """One detection round on frame ``index`` (BGR): cut test, detection, tracking, naming with
+        identity checks; returns the arrivals it raised. :meth:`frames` calls it on every
+        ``detect_every``-th frame; call it directly to feed frames from elsewhere."""
         import cv2
 
         opts = self.options
         t0 = time.perf_counter()
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        thumb = thumbnail(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
-        if opts.cut_threshold > 0 and is_scene_cut(previous_thumb, thumb, opts.cut_threshold):
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+        if self.cut_test is not None and self.cut_test.update(gray):
             # Another shot: whoever is now where a face was is not that face's person.
             self.tracker.end_all()
+            self.stats.cuts += 1
         faces = [
             f for f in self.recognizer.detect(rgb, opts.detect_size) if min(f.box.width, f.box.height) >= opts.min_face
         ]
         seen, _ = self.tracker.update(faces, index, time_s)
+        for track in seen:
+            self._watch_appearance(track, gray, index, time_s)
         self.stats.detections += 1
         t1 = time.perf_counter()
         self.stats.detect_s += t1 - t0
-        todo = [t for t in seen if self._needs_classification(t, index)]
-        # Faces nobody has named yet first, then the ones waiting longest.
-        todo = sorted(todo, key=lambda t: (t.classified > 0, t.classified_frame))[: opts.max_classify]
+        todo = [t for t in seen if t.suspect or self._needs_classification(t, index)]
+        # Faces that may have become somebody else first, then faces nobody has named yet, then
+        # the ones waiting longest.
+        todo = sorted(todo, key=lambda t: (not t.suspect, t.classified > 0, t.classified_frame))[: opts.max_classify]
         if todo:
-            answers = self.recognizer.name_faces(rgb, [t.face for t in todo])
-            for track, answer in zip(todo, answers, strict=True):
+            answers, vectors = self._name(rgb, [t.face for t in todo])
+            for i, (track, answer) in enumerate(zip(todo, answers, strict=True)):
+                if vectors is not None:
+                    checked = self._check_identity(track, vectors[i], index, time_s)
+                    seen = [checked if t is track else t for t in seen]
+                    track = checked
                 track.vote(answer.name, answer.score, face_weight(track.box))
                 track.classified_frame, track.classified_box = index, track.box
+                track.unchecked = [(index, time_s, 0.0)]
+                track.suspect = False
             self.stats.classified_faces += len(todo)
         self.stats.classify_s += time.perf_counter() - t1
         events = []
@@ -863,7 +939,75 @@ class VideoRecognizer:
                         track.box.as_ints(),
                     )
                 )
-        return thumb, events
+        return events
+
+    def _watch_appearance(self, track: Track, gray: np.ndarray, index: int, time_s: float) -> None:
+        """Compare the face in ``track``'s box with the previous round's; a large change marks the
+        track ``suspect`` (it is embedded this round). Costs microseconds per face."""
+        signature = face_signature(gray, track.box)
+        jump = 0.0
+        if signature is not None and track.signature is not None and track.hits > 1:
+            jump = structure_distance(track.signature, signature, shift=2)
+        track.signature = signature
+        if track.hits > 1:
+            track.unchecked.append((index, time_s, jump))
+        if jump > self.options.appearance_jump and track.classified > 0:
+            track.suspect = True
+
+    def _name(self, rgb: np.ndarray, faces: list[Face]) -> tuple[list[Recognition], np.ndarray | None]:
+        """Open-set answers for ``faces`` and their embedding vectors for the identity check (None
+        when the check is off)."""
+        model = self.recognizer.model
+        if isinstance(model, VectorModel):
+            # The same answers as Recognizer.name_faces, keeping the vectors it computes anyway.
+            scores, vectors = score_faces(model, rgb, faces)
+            answers = self.recognizer.name_scores(faces, scores)
+        else:
+            answers, vectors = self.recognizer.name_faces(rgb, faces), None
+        embedder, distance = self._drift_setup()
+        if not np.isfinite(distance):
+            return answers, None
+        if vectors is None and embedder is not None:
+            vectors = embedder.embed(rgb, faces)
+        return answers, vectors
+
+    def _drift_setup(self) -> tuple[Any, float]:
+        """The embedder for identity checks of a model that has none (CNN runs: dlib) and the
+        drift distance, resolved once."""
+        if self._drift is None:
+            from facelab.embedders import DEFAULT_EMBEDDER, embedder_info, get_embedder
+
+            model = self.recognizer.model
+            name = model.embedder if isinstance(model, VectorModel) else DEFAULT_EMBEDDER
+            distance = self.options.drift_distance
+            if distance is None:
+                distance = embedder_info(name).verify_distance
+            embedder = None
+            if not isinstance(model, VectorModel) and np.isfinite(distance):
+                embedder = get_embedder(name)
+            self._drift = (embedder, float(distance))
+        return self._drift
+
+    def _check_identity(self, track: Track, vector: np.ndarray, index: int, time_s: float) -> Track:
+        """``track`` if ``vector`` (its face now) is still its person, else the new track that takes
+        over from where the face changed; the vector joins the identity of the track returned."""
+        distance = self._drift_setup()[1]
+        if track.identity_distance(vector) <= distance:
+            track.remember(vector)
+            return track
+        rounds = track.unchecked or [(index, time_s, 0.0)]
+        # Where did the face change? At the largest appearance jump since the last check, if there
+        # was a clear one; otherwise somewhere unknown after that check, so the old track ends at
+        # the check and the frames in between belong to nobody.
+        j = max(range(len(rounds)), key=lambda i: rounds[i][2])
+        if rounds[j][2] > self.options.appearance_jump and j > 0:
+            end, start, hits = rounds[j - 1][:2], rounds[j][:2], len(rounds) - j
+        else:
+            end, start, hits = rounds[0][:2], (index, time_s), 1
+        new = self.tracker.split(track, track.face, end, start, hits)
+        new.remember(vector)
+        self.stats.drift_splits += 1
+        return new
 
     def _needs_classification(self, track: Track, index: int) -> bool:
         opts = self.options

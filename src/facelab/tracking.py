@@ -8,14 +8,25 @@ and each track's name is decided by a vote over the answers it collected, weight
 
 This is the IoU matching of SORT (Bewley et al., 2016) without its Kalman filter: at video rates
 (detections at least every few frames) a face moves a fraction of its size between rounds, so
-plain overlap links it reliably, and twenty lines replace a dependency. Scene cuts (a face of
-somebody else appearing where the last face was) are handled by the caller ending every track
-(:meth:`IoUTracker.end_all`), see :func:`is_scene_cut`.
+plain overlap links it reliably, and twenty lines replace a dependency.
+
+Overlap says nothing about *who* is in the box, so two guards keep a track from carrying one
+person's name onto somebody else who appears where the last face was:
+
+* **Shot cuts** (:class:`ShotCutDetector`): the caller ends every track
+  (:meth:`IoUTracker.end_all`) when the picture changes like a cut, judged against the clip's own
+  recent frame-to-frame changes (an adaptive threshold), not one fixed number.
+* **Identity drift** (:meth:`Track.identity_distance`, :meth:`IoUTracker.split`): whenever a
+  track's face is embedded, the vector is compared with the track's own running identity; a face
+  that moved away from it starts a new track. A cheap per-face appearance test
+  (:func:`face_signature`, :func:`structure_distance`) tells the caller when to embed early, so a
+  swap that the frame test misses (same background, only the face changes) is caught at once.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import math
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,13 +60,46 @@ class Track:
     scores: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     largest: float = 0.0
     announced: bool = False
+    # Identity: the running mean of the face vectors the track collected, and the latest one.
+    prototype: np.ndarray | None = field(default=None, repr=False)
+    last_vector: np.ndarray | None = field(default=None, repr=False)
+    vectors: int = 0
+    # Appearance since the last identity check: the face's signature at the latest round, and
+    # every round since the check as (frame, time, appearance jump from the round before).
+    signature: np.ndarray | None = field(default=None, repr=False)
+    unchecked: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
+    suspect: bool = False
 
     @property
     def box(self) -> Box:
         return self.face.box
 
+    def identity_distance(self, vector: np.ndarray) -> float:
+        """How far a new face vector is from this track's identity (0.0 before any vector).
+
+        The smaller of the euclidean distances to the track's mean vector and to its latest
+        vector: the mean is steady against one odd frame, the latest follows a head that turns
+        slowly, so only a face far from both (somebody else) counts as drift.
+        """
+        if self.prototype is None or self.last_vector is None:
+            return 0.0
+        v = np.asarray(vector, dtype=np.float64)
+        return float(min(np.linalg.norm(v - self.prototype), np.linalg.norm(v - self.last_vector)))
+
+    def remember(self, vector: np.ndarray) -> None:
+        """Fold a vector of this track's face into its identity (call after the drift check)."""
+        v = np.asarray(vector, dtype=np.float64)
+        self.vectors += 1
+        self.prototype = v.copy() if self.prototype is None else self.prototype + (v - self.prototype) / self.vectors
+        self.last_vector = v
+
     def vote(self, name: str | None, score: float, weight: float) -> None:
-        """Add one answer. ``weight`` is the face's size (see :func:`face_weight`)."""
+        """Add one answer. ``weight`` is the face's size (see :func:`face_weight`).
+
+        The winning name can only change to the name just voted, so a track is re-named only by
+        the face in front of the camera now; callers check that face against the track's identity
+        first (:meth:`identity_distance`) and split the track instead of voting when it drifted.
+        """
         key = name if name is not None else UNKNOWN
         weight = max(float(weight), 1e-6)
         self.votes[key] += weight
@@ -194,6 +238,31 @@ class IoUTracker:
         self.finished.extend(ended)
         return [t for t in seen if t is not None], ended
 
+    def split(self, track: Track, face: Face, end: tuple[int, float], start: tuple[int, float], hits: int) -> Track:
+        """End ``track`` at ``end`` (frame, time) and continue its place with a new track from ``start``.
+
+        For a face that turned out to be somebody else (identity drift): the old track keeps only
+        the rounds before the change, the new one (holding ``face``, seen in ``hits`` rounds since
+        ``start``) takes over its position in :attr:`active`, so matching goes on from it.
+        """
+        new = Track(
+            id=self._next_id,
+            face=face,
+            first_frame=start[0],
+            last_frame=track.last_frame,
+            first_time=start[1],
+            last_time=track.last_time,
+            hits=max(1, hits),
+            largest=face_weight(face.box),
+            signature=track.signature,
+        )
+        self._next_id += 1
+        track.last_frame, track.last_time = end
+        track.hits = max(1, track.hits - new.hits)
+        self.active = [new if t is track else t for t in self.active]
+        self.finished.append(track)
+        return new
+
     def end_all(self) -> list[Track]:
         """End every active track (a scene cut, the end of the video); returns them."""
         ended, self.active = self.active, []
@@ -205,22 +274,144 @@ class IoUTracker:
         return sorted(self.finished + self.active, key=lambda t: t.id)
 
 
-def thumbnail(gray: np.ndarray, size: tuple[int, int] = (32, 24)) -> np.ndarray:
-    """A tiny float copy of a grayscale frame for :func:`is_scene_cut`."""
+def structure_distance(previous: np.ndarray, current: np.ndarray, shift: int) -> float:
+    """1 − the best normalised correlation of two same-size grayscale signatures, over shifts of up
+    to ``shift`` pixels either way (0: the same picture, however much brighter or darker; towards 1:
+    unrelated pictures).
+
+    Correlation ignores brightness and contrast (a dark stage and the same stage lit score alike),
+    and trying small shifts forgives camera motion, so what is left is a change of *content*. Two
+    flat signatures (black frames) are the same; a flat one against a textured one is a change.
+    """
     import cv2
 
-    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    prev = np.asarray(previous, dtype=np.float32)
+    cur = np.asarray(current, dtype=np.float32)
+    flat_prev, flat_cur = float(prev.std()) < _FLAT, float(cur.std()) < _FLAT
+    if flat_prev or flat_cur:
+        return 0.0 if flat_prev and flat_cur else 1.0
+    template = cur[shift : cur.shape[0] - shift, shift : cur.shape[1] - shift] if shift else cur
+    if float(template.std()) < _FLAT:
+        return 1.0
+    best = float(cv2.matchTemplate(prev, template, cv2.TM_CCOEFF_NORMED).max())
+    return float(min(1.0, max(0.0, 1.0 - best)))
 
 
-def is_scene_cut(previous: np.ndarray | None, current: np.ndarray, threshold: float = 30.0) -> bool:
-    """Whether two frame thumbnails differ like a cut rather than like motion.
+# Grey levels of standard deviation below which a signature has no structure to correlate.
+_FLAT = 2.0
 
-    Mean absolute difference of 32×24 grayscale thumbnails, in 0..255 levels: a camera pan or a
-    person moving changes a few levels on average, a cut to another shot tens. ``threshold``
-    30 separates the two on our test videos; lower it if cuts between similar shots keep one
-    track (a cut that goes unnoticed can hand one person's track to the next person), raise it if
-    flashes or fast pans end tracks.
+
+def frame_signature(gray: np.ndarray, size: tuple[int, int] = (64, 48), blur: float = 1.0) -> np.ndarray:
+    """A tiny float copy of a grayscale frame (``size`` = width, height) for :class:`ShotCutDetector`.
+
+    ``blur`` (Gaussian σ in signature pixels) removes detail finer than the signature can align:
+    whole-pixel shifts cannot follow a half-pixel pan of a fine pattern (a leopard print, small
+    print), which then decorrelates like a cut; measured, σ 1 cut the largest within-shot
+    distance by 5× and the smallest cut's by 1.5×.
     """
-    if previous is None:
+    import cv2
+
+    small = cv2.resize(gray, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    return cv2.GaussianBlur(small, (0, 0), blur) if blur > 0 else small
+
+
+def face_signature(gray: np.ndarray, box: Box, side: int = 24) -> np.ndarray | None:
+    """The face's pixels as a ``side``×``side`` grayscale signature (None for a box off the frame).
+
+    Compared round to round with :func:`structure_distance` it tells, for a few microseconds, that
+    the face in a track's box changed (somebody else stepped in) between two embeddings.
+    """
+    import cv2
+
+    height, width = gray.shape[:2]
+    x1, y1, x2, y2 = box.clip(width, height).as_ints()
+    if x2 - x1 < 4 or y2 - y1 < 4:
+        return None
+    return cv2.resize(gray[y1:y2, x1:x2], (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+class ShotCutDetector:
+    """Tells shot cuts from motion, frame by frame, with a threshold that adapts to the clip.
+
+    Each frame is shrunk to a ``size`` grayscale signature and compared with the previous one by
+    :func:`structure_distance` (brightness-proof, motion-tolerant). A frame is a cut when its
+    distance exceeds both the absolute ``floor`` and ``median + k × σ`` of the last ``window``
+    non-cut distances (σ = 1.4826 × median absolute deviation, a spread that one earlier cut or
+    flash does not inflate). The floor keeps a static clip (distances near 0) from calling a small
+    change a cut; the adaptive part keeps a shaky or busy clip (many large distances) from calling
+    every frame one.
+
+    Measured on 54 clips made of the shared photos (10–12 held shots each, cuts at random, tested
+    every 2nd frame; within shots: drift, pans up to 16 px/frame, shake, ±1–3% zoom, exposure
+    flicker, dim shots, noise, JPEG; ``tests/test_video_identity.py`` rebuilds a part of them):
+    within-shot distances had a median of 0.001–0.006 and reached at most 0.031; cuts between
+    different photos scored ≥ 0.22, cuts between two framings of one photo (a second camera on the
+    same scene, the hardest case) ≥ 0.10. With the defaults all 582 cuts were found and none of
+    the 7,322 within-shot tests was called a cut (floors 0.05–0.08 all did as well). The old fixed test
+    (mean grey-level difference > 30) misses cuts between dim shots, as on the stage show where
+    three cuts scored 26.5–29.6; correlation does not depend on the light. HSV colour histograms
+    (H×S, Bhattacharyya) were tried and dropped: on the same clips within-shot distances reached
+    0.53 (hue is noise in dim, grey pixels) while re-framing cuts scored from 0.09.
+
+    Tuning:
+
+    * ``floor`` (0.06): lower it if cuts between similar shots go unnoticed (each one then relies
+      on the identity check to split tracks), raise it if fast camera moves end tracks.
+    * ``k`` (6): how far above the clip's usual change a cut must be; raise it for handheld or
+      action video, lower it for tripod footage.
+    * ``window`` (30 tests) / ``min_samples`` (8): how much recent history sets the adaptive part,
+      and how much is needed before it applies (until then only the floor does).
+    * ``shift`` (5 px of the 64-px signature, ~8% of the frame width): camera motion forgiven
+      between two tests; raise it with ``detect_every`` (more motion between tests).
+    * ``blur`` (1.0): see :func:`frame_signature`.
+    """
+
+    def __init__(
+        self,
+        floor: float = 0.06,
+        k: float = 6.0,
+        window: int = 30,
+        min_samples: int = 8,
+        size: tuple[int, int] = (64, 48),
+        shift: int = 5,
+        blur: float = 1.0,
+    ) -> None:
+        if not 0.0 <= floor <= 1.0:
+            raise ValueError(f"cut floor {floor} must lie between 0 and 1 (a structure distance)")
+        if 2 * shift >= min(size):
+            raise ValueError(f"shift {shift} is too large for a {size[0]}×{size[1]} signature")
+        self.floor = float(floor)
+        self.k = float(k)
+        self.min_samples = int(min_samples)
+        self.size = size
+        self.shift = int(shift)
+        self.blur = float(blur)
+        self._recent: deque[float] = deque(maxlen=max(1, int(window)))
+        self._previous: np.ndarray | None = None
+        self.distance = math.nan
+        self.cuts = 0
+
+    @property
+    def threshold(self) -> float:
+        """The distance a frame must exceed now to count as a cut."""
+        if len(self._recent) < self.min_samples:
+            return self.floor
+        recent = np.fromiter(self._recent, dtype=np.float64)
+        median = float(np.median(recent))
+        sigma = 1.4826 * float(np.median(np.abs(recent - median)))
+        return max(self.floor, median + self.k * sigma)
+
+    def update(self, gray: np.ndarray) -> bool:
+        """Feed the next tested frame (grayscale, any size); True when it starts a new shot."""
+        signature = frame_signature(gray, self.size, self.blur)
+        previous, self._previous = self._previous, signature
+        if previous is None:
+            return False
+        self.distance = structure_distance(previous, signature, self.shift)
+        # The threshold is never below the floor: most frames are settled without the median.
+        if self.distance > self.floor and self.distance > self.threshold:
+            self.cuts += 1
+            return True
+        # Only within-shot changes describe the clip's motion; a cut would raise the bar for the next.
+        self._recent.append(self.distance)
         return False
-    return float(np.mean(np.abs(current - previous))) > threshold
