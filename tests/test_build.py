@@ -73,7 +73,13 @@ def test_build_reads_only_reports_bad_files_and_writes_crops(photo_folder: Path,
             rows = list(csv.reader(handle))
         assert rows[0][0] == "photo" and rows[1][0].endswith("sky.png")
         with reports["errors"].open() as handle:
-            assert len(list(csv.reader(handle))) == 3
+            listed = {row["photo"]: row["kind"] for row in csv.DictReader(handle)}
+        # The unreadable files, and the loose photo the scan skipped: every input left out is named.
+        assert {Path(p).name: kind for p, kind in listed.items()} == {
+            "broken.jpg": "unreadable",
+            "empty.png": "unreadable",
+            "loose.jpg": "loose photo",
+        }
     after = {p: _sha(p) for p in photo_folder.rglob("*") if p.is_file()}
     assert after == originals, "build must never modify, move or rename a user's photo"
 
@@ -95,7 +101,11 @@ def test_rebuild_is_incremental(photo_folder: Path, tmp_path: Path, shared_data:
         assert third.processed == 1
         (person / "new.jpg").unlink()
         fourth = build(photo_folder, ws)
-        assert fourth.removed == 1
+        # Absence is not deletion: the photo is kept (faces, crops) as missing until --prune.
+        assert [p.name for p in fourth.missing] == ["new.jpg"] and fourth.pruned == 0
+        assert len(ws.query("SELECT id FROM faces")) == n_faces + 1
+        fifth = build(photo_folder, ws, prune=True)
+        assert fifth.pruned == 1 and fifth.missing == []
         assert len(ws.query("SELECT id FROM faces")) == n_faces
         on_disk = {p.relative_to(ws.root).as_posix() for p in ws.crops_dir.rglob("*.jpg")}
         assert on_disk == {r["path"] for r in ws.query("SELECT path FROM crops")}

@@ -33,6 +33,30 @@ COLUMNS = (
 )
 
 
+def finished_runs(candidates: list[Path]) -> tuple[list[Path], list[str]]:
+    """The candidates that are run folders with a readable ``summary.json``, and a note per other one.
+
+    A training killed before its first checkpoint leaves a folder without a summary; a shell
+    pattern like ``WS/runs/*`` also matches the comparison tables ``auto`` writes there. Neither
+    should stop a comparison of the runs that did finish.
+    """
+    usable: list[Path] = []
+    notes: list[str] = []
+    for path in map(Path, candidates):
+        if not path.is_dir():
+            notes.append(f"{path}: not a run folder")
+        elif not (path / "summary.json").is_file():
+            notes.append(f"{path}: unfinished run (no summary.json: stopped before its first checkpoint)")
+        else:
+            try:
+                read_summary(path)
+            except (OSError, ValueError) as exc:
+                notes.append(f"{path}: unreadable summary.json ({exc})")
+                continue
+            usable.append(path)
+    return usable, notes
+
+
 def run_row(run_dir: Path) -> dict:
     """One table row from a run's ``summary.json`` and, if evaluated, ``metrics.json``."""
     summary = read_summary(run_dir)

@@ -1,7 +1,8 @@
 """CSV reports in ``WS/reports/`` that scripts and people read after a build.
 
 Column names are an interface (see the README): ``no_face.csv`` and ``multi_face.csv`` have one row
-per photo with the photo's path first; ``faces.csv`` one row per face found.
+per photo with the photo's path first; ``faces.csv`` one row per face found; ``errors.csv`` one row
+per input a build could not use (unreadable, missing or skipped), with the reason, the fix and its kind.
 """
 
 from __future__ import annotations
@@ -86,6 +87,33 @@ def write_reports(ws: Workspace) -> dict[str, Path]:
             for r in faces
         ],
     )
-    errors = ws.query("SELECT path, person, error FROM photos WHERE status = 'error' ORDER BY path")
-    _write_csv(paths["errors"], ["photo", "person", "error"], [[r["path"], r["person"], r["error"]] for r in errors])
+    _write_csv(paths["errors"], ["photo", "person", "error", "kind"], _error_rows(ws))
     return paths
+
+
+def _error_rows(ws: Workspace) -> list[list[object]]:
+    """Every input a build could not use, in one list a person can work through.
+
+    ``kind``: ``unreadable`` (a photo that cannot be read, not in the data set), ``missing`` (not
+    found by the last build, or unreadable now, but built before: kept, with its faces and
+    decisions, until ``facelab build --prune``), or why the scan skipped it (see
+    :class:`facelab.build.SkipKind`: loose photo, not a photo, hidden, empty person folder, …).
+    """
+    rows: list[list[object]] = [
+        [r["path"], r["person"], r["error"], "unreadable"]
+        for r in ws.query("SELECT path, person, error FROM photos WHERE status = 'error' AND missing_since IS NULL")
+    ]
+    for r in ws.query("SELECT path, person, error, missing_since FROM photos WHERE missing_since IS NOT NULL"):
+        when = str(r["missing_since"]).replace("T", " ")[:16]
+        why = r["error"] or f"not found by the build of {when} (moved, deleted, or its drive not mounted)"
+        rows.append(
+            [
+                r["path"],
+                r["person"],
+                f"{why} — kept with its faces and review decisions; if it is gone for good, forget it with "
+                "facelab build PHOTOS --workspace WS --prune",
+                "missing",
+            ]
+        )
+    rows.extend([r["path"], r["person"] or "", r["reason"], r["kind"]] for r in ws.query("SELECT * FROM skipped"))
+    return sorted(rows, key=lambda row: str(row[0]))

@@ -96,7 +96,9 @@ def split_workspace(
     if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
         raise ValueError(f"ratios must be three non-negative fractions summing to 1, got {ratios}")
     # Photos without a face are split too: photo-level evaluation counts a test photo whose face
-    # was never found as a miss, as a person would.
+    # was never found as a miss, as a person would. Photos a build marked missing (drive not
+    # mounted, folder unreadable) stay in: their crops are in the workspace, and a split that
+    # changed whenever a drive is unplugged would move photos between train and test.
     rows = ws.query(
         "SELECT id, person, sha256, phash FROM photos WHERE status IN ('ok', 'no_face') ORDER BY person, path"
     )

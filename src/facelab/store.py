@@ -10,6 +10,11 @@ Layout of a workspace ``WS``::
 
 Every change is a transaction, so a build killed at any moment (even ``kill -9``) leaves the
 database as it was after the last finished photo; WAL mode keeps readers (the web app) unblocked.
+One process writes at a time (:mod:`facelab.writelock`).
+
+Schema changes: put the new column into ``_SCHEMA`` (new workspaces) *and* into ``_ADDED_COLUMNS``
+under a new ``SCHEMA_VERSION`` (existing workspaces get it on their next open); new tables and
+indexes need only ``_SCHEMA`` (``IF NOT EXISTS``). Opening an up-to-date workspace writes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import numpy as np
 
 from facelab.types import Box, Face
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -43,9 +48,19 @@ CREATE TABLE IF NOT EXISTS photos (
     error TEXT,
     detector TEXT,
     split TEXT,                          -- train | val | test | NULL (not split yet)
-    processed_at TEXT DEFAULT CURRENT_TIMESTAMP
+    processed_at TEXT DEFAULT CURRENT_TIMESTAMP,
+    missing_since TEXT                   -- not found by the last build (kept; `build --prune` forgets)
 );
 CREATE INDEX IF NOT EXISTS photos_person ON photos(person);
+CREATE INDEX IF NOT EXISTS photos_sha256 ON photos(sha256);
+CREATE TABLE IF NOT EXISTS skipped (     -- inputs the last build of a photo folder left out, and why
+    path TEXT NOT NULL,
+    root TEXT NOT NULL,                  -- the photo folder that build scanned
+    person TEXT,
+    kind TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (root, path)
+);
 CREATE TABLE IF NOT EXISTS faces (
     id INTEGER PRIMARY KEY,
     photo_id INTEGER NOT NULL REFERENCES photos(id) ON DELETE CASCADE,
@@ -89,6 +104,59 @@ CREATE TABLE IF NOT EXISTS gallery (     -- people enrolled without retraining (
 );
 CREATE INDEX IF NOT EXISTS gallery_person ON gallery(person);
 """
+
+# Columns added after a workspace was first made: version → (table, column, declaration).
+_ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [("photos", "missing_since", "TEXT")],
+}
+
+
+def _statements(script: str) -> Iterator[str]:
+    """The statements of an SQL script, one by one (executescript would commit a transaction)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+
+
+def _schema_version(conn: sqlite3.Connection) -> int:
+    try:
+        row = conn.execute("SELECT value FROM settings WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:  # a new database: no settings table yet
+        return 0
+    return int(row[0]) if row else 0
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring the schema up to :data:`SCHEMA_VERSION` in one transaction; no-op when it is there.
+
+    Safe when several processes open a new or old workspace at once: the first one migrates
+    under ``BEGIN IMMEDIATE``, the others find the work done.
+    """
+    if _schema_version(conn) >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = _schema_version(conn)
+        if version < SCHEMA_VERSION:
+            for statement in _statements(_SCHEMA):
+                conn.execute(statement)
+            for step in sorted(v for v in _ADDED_COLUMNS if v > version):
+                for table, column, declaration in _ADDED_COLUMNS[step]:
+                    present = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                    if column not in present:
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            conn.execute(
+                "INSERT INTO settings(key, value) VALUES ('schema_version', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(SCHEMA_VERSION),),
+            )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -142,8 +210,7 @@ class Workspace:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.executescript(_SCHEMA)
-        self.set_setting("schema_version", str(SCHEMA_VERSION))
+        _migrate(self.conn)
 
     # -- folders ---------------------------------------------------------------------------
     @property

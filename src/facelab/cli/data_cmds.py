@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import open_workspace, progress_bar
+from facelab.cli.common import WaitOpt, open_workspace, progress_bar
 
 console = Console()
 err = Console(stderr=True)
@@ -34,7 +36,7 @@ def detectors() -> None:
     console.print(table)
 
 
-def print_build_summary(result, ws) -> None:
+def print_build_summary(result, ws, photos: Path | None = None) -> None:
     table = Table(title="Photos per person")
     table.add_column("person")
     table.add_column("photos", justify="right")
@@ -46,8 +48,17 @@ def print_build_summary(result, ws) -> None:
             "WHERE (f.role = 'person' OR c.status = 'accepted') AND c.status != 'rejected' GROUP BY c.person"
         )
     }
-    for person, count in sorted(result.per_person.items()):
-        table.add_row(person, str(count), str(roles.get(person, 0)))
+    gone = {str(path) for path in result.missing}
+    missing = Counter(
+        r["person"]
+        for r in ws.query("SELECT path, person FROM photos WHERE missing_since IS NOT NULL")
+        if r["path"] in gone
+    )
+    if missing:
+        table.add_column("missing", justify="right")
+    for person in sorted(set(result.per_person) | set(missing)):
+        cells = [person, str(result.per_person.get(person, 0)), str(roles.get(person, 0))]
+        table.add_row(*cells, *([str(missing.get(person, 0))] if missing else []))
     console.print(table)
     with_face = result.readable - len(result.no_face)
     share = f"{with_face / result.readable:.0%}" if result.readable else "n/a"
@@ -56,10 +67,31 @@ def print_build_summary(result, ws) -> None:
         f"{len(result.errors)} unreadable; {with_face} with a face ({share}), {len(result.no_face)} without, "
         f"{len(result.multi_face)} with several faces; {result.faces} faces."
     )
-    if result.removed:
-        console.print(f"{result.removed} photo(s) no longer in the folder were forgotten (their crops deleted).")
+    errors_csv = ws.reports_dir / "errors.csv"
+    if result.restored:
+        console.print(
+            f"{result.restored} photo(s) found again (back where they were, or moved: the same bytes), "
+            "with their faces and review decisions."
+        )
+    if result.missing:
+        again = f"facelab build {photos or 'PHOTOS'} --workspace {ws.root} --prune"
+        who = ", ".join(f"{person}: {n}" for person, n in sorted(missing.items()))
+        console.print(
+            f"[yellow]{len(result.missing)} photo(s) missing[/] ({who}) — not found this time, e.g. a folder "
+            f"unreadable or a drive not mounted. Kept with their faces, crops and review decisions, and still "
+            f"used for training; listed in {errors_csv}. If they are gone for good: {again}",
+            highlight=False,
+        )
+    if result.pruned:
+        console.print(f"{result.pruned} missing photo(s) forgotten (--prune): faces, crops and decisions deleted.")
     for loose in result.outside_person_folder:
         err.print(f"[yellow]skipped[/] {loose}: not inside a person folder — move it into PHOTOS/<person>/")
+    for link in result.links_skipped:
+        err.print(f"[yellow]skipped link[/] {link.path}: {link.reason}", highlight=False)
+    if result.skipped:
+        kinds = Counter(s.kind.value for s in result.skipped)
+        detail = ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+        console.print(f"{len(result.skipped)} input(s) skipped ({detail}): see {errors_csv}", highlight=False)
     console.print(f"Crops: {ws.crops_dir}   Reports: {ws.reports_dir}")
     console.print(f"Check which face was taken as each person's: {ws.reports_dir / 'contact'}/<person>.html")
 
@@ -79,32 +111,84 @@ def build(
         bool, typer.Option(help="Work out which face in each photo is the folder's person (needs dlib).")
     ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    prune: Annotated[
+        bool,
+        typer.Option(
+            "--prune",
+            help="Forget the photos that are missing (not found in PHOTOS): their faces, crops and review decisions.",
+        ),
+    ] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Find and crop the faces in PHOTOS/<person>/… into the workspace (originals are never modified).
 
     Re-running processes only new or changed photos. Unreadable files are reported by name and
-    skipped; the command fails only when no photo at all could be read.
+    skipped; the command fails only when no photo at all could be read. Photos not found this
+    time (a folder unreadable or unmounted, a file moved) are kept as missing, with their faces
+    and review decisions, until they come back or --prune forgets them. A PHOTOS folder with no
+    photo at all changes nothing.
     """
     from facelab.build import build as run_build
     from facelab.contact import write_contact_sheets
     from facelab.reports import write_reports
 
-    with open_workspace(workspace, create=True) as ws:
+    scan = scan_or_exit(photos, workspace)
+    with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         with progress_bar("Finding faces", quiet) as advance:
-            result = run_build(photos, ws, detector=detector, margin=margin, progress=advance)
+            result = build_or_exit(
+                lambda: run_build(
+                    photos,
+                    ws,
+                    detector=detector,
+                    margin=margin,
+                    progress=advance,
+                    prune=prune,
+                    scan=None if wait else scan,
+                )
+            )
         for issue in result.errors:
-            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}")
+            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}", highlight=False)
         if resolve:
             resolve_identities_cli(ws, quiet)
         write_reports(ws)
         write_contact_sheets(ws)
-        print_build_summary(result, ws)
-        if result.scanned == 0:
-            err.print(f"[red]No photos found under {photos}[/]: expected {photos}/<person>/<photo>.jpg")
-            raise typer.Exit(1)
+        print_build_summary(result, ws, photos)
         if result.readable == 0:
             err.print("[red]None of the photos could be read.[/]")
             raise typer.Exit(1)
+
+
+def scan_or_exit(photos: Path, workspace: Path):
+    """Check the folders and scan the photos before a workspace is created or locked.
+
+    A workspace inside the photo folder (or the reverse) exits 2, a photo folder with no photo at
+    all (not mounted, empty, unreadable) exits 1; one line each, and nothing is created.
+    """
+    from facelab.build import NestedFolders, PhotoRootError, check_roots, scan_photos
+
+    try:
+        check_roots(photos, workspace)
+        return scan_photos(photos)
+    except NestedFolders as exc:
+        err.print(f"[red]refused:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except PhotoRootError as exc:
+        err.print(f"[red]nothing to build:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
+
+
+def build_or_exit(run: Callable[[], Any]) -> Any:
+    """Run a build; the folder errors it can still meet (a drive gone while waiting) exit with one line."""
+    from facelab.build import NestedFolders, PhotoRootError
+
+    try:
+        return run()
+    except NestedFolders as exc:
+        err.print(f"[red]refused:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from exc
+    except PhotoRootError as exc:
+        err.print(f"[red]nothing to build:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from exc
 
 
 def resolve_identities_cli(ws, quiet: bool) -> None:
@@ -132,6 +216,7 @@ def review(
     accept: Annotated[list[int] | None, typer.Option(help="Crop ids that are the folder's person.")] = None,
     move: Annotated[int | None, typer.Option(help="Crop id to file under another person (with --to).")] = None,
     to: Annotated[str | None, typer.Option(help="Person to move the crop to.")] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Check the crops by hand (the seed's verification step): list, accept, reject, move.
 
@@ -141,7 +226,8 @@ def review(
     from facelab.review import list_crops, move_crop, set_status
     from facelab.types import CropStatus
 
-    with open_workspace(workspace) as ws:
+    changes = bool(reject or accept or move is not None)
+    with open_workspace(workspace, write=changes, wait=wait) as ws:
         try:
             if reject:
                 set_status(ws, list(reject), CropStatus.REJECTED)
@@ -176,6 +262,7 @@ def split(
     faces: Annotated[
         str, typer.Option(help="resolved: only faces that are the folder's person; all: every face (seed).")
     ] = "resolved",
+    wait: WaitOpt = False,
 ) -> None:
     """Split photos into train/val/test by person, grouping each photo's faces and near-duplicates.
 
@@ -183,7 +270,7 @@ def split(
     """
     from facelab.split import split_workspace
 
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, write=True, wait=wait) as ws:
         try:
             result = split_workspace(ws, tuple(ratios), seed=seed, faces=faces)
         except ValueError as exc:

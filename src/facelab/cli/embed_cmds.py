@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
-from facelab.cli.common import open_workspace
+from facelab.cli.common import WaitOpt, open_workspace
 
 err = Console(stderr=True)
 
@@ -35,6 +35,7 @@ def enroll(
     person: Annotated[str, typer.Option("--person", "-p", help="The person's name.")],
     model: ModelOpt = "dlib",
     detector: DetectorOpt = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Add a person, or more photos of one, to every embedding-track model of the workspace — no retraining.
 
@@ -44,7 +45,7 @@ def enroll(
     from facelab.embed_track import enroll as enroll_photos
     from facelab.embedders import EmbedderUnavailable
 
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, write=True, wait=wait) as ws:
         try:
             outcomes = enroll_photos(ws, person, photos, model=model, detector=detector)
         except (EmbedderUnavailable, ValueError) as exc:
@@ -67,11 +68,12 @@ def enroll(
 def forget(
     workspace: Annotated[Path, typer.Argument(help="Workspace folder.")],
     person: Annotated[str, typer.Option("--person", "-p", help="The person to forget.")],
+    wait: WaitOpt = False,
 ) -> None:
     """Delete everything 'enroll' stored about a person (their face vectors), and say what was removed."""
     from facelab.embed_track import forget as forget_person
 
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, write=True, wait=wait) as ws:
         result = forget_person(ws, person)
         enrolled = [r["person"] for r in ws.query("SELECT DISTINCT person FROM gallery ORDER BY person")]
     for source in result.sources:

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import open_workspace, progress_bar
+from facelab.cli.common import WaitOpt, open_workspace, print_unknown_expectation, progress_bar
 
 console = Console()
 err = Console(stderr=True)
@@ -74,14 +74,20 @@ def compare(
         "comparison.md"
     ),
 ) -> None:
-    """One row per run (both tracks): backbone, strategy, augment, weights, size, time, accuracies."""
-    from facelab.compare import compare_runs, to_markdown
+    """One row per run (both tracks): backbone, strategy, augment, weights, size, time, accuracies.
 
-    missing = [r for r in runs if not (r / "summary.json").exists()]
-    if missing:
-        err.print(f"[red]not run folders[/]: {', '.join(map(str, missing))}")
+    Folders that are not finished runs (a training stopped before its first checkpoint, a stray
+    file matched by WS/runs/*) are skipped with a note; only no run at all is an error.
+    """
+    from facelab.compare import compare_runs, finished_runs, to_markdown
+
+    usable, notes = finished_runs(runs)
+    for note in notes:
+        err.print(f"[yellow]skipped[/] {note}", highlight=False)
+    if not usable:
+        err.print("[red]no finished run folder to compare[/] (runs live in WS/runs/<name>/ with a summary.json)")
         raise typer.Exit(2)
-    rows = compare_runs(runs, out)
+    rows = compare_runs(usable, out)
     console.print(to_markdown(rows))
     console.print(f"written: {out.with_suffix('.md')}, {out.with_suffix('.csv')}, {out.with_suffix('.png')}")
 
@@ -93,11 +99,12 @@ def auto(
     strangers: Annotated[
         Path | None, typer.Option(help="Photos of people not in the data set, to calibrate 'unknown'.")
     ] = None,
+    wait: WaitOpt = False,
 ) -> None:
     """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test."""
     from facelab.auto import auto_select, strangers_folder
 
-    with open_workspace(workspace) as ws, progress_bar("Candidates", quiet=False) as advance:
+    with open_workspace(workspace, write=True, wait=wait) as ws, progress_bar("Candidates", quiet=False) as advance:
         strangers = _announce_strangers(strangers, strangers_folder(ws, strangers))
         outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
     _print_auto(outcome)
@@ -126,6 +133,7 @@ def _print_auto(outcome) -> None:
     for note in outcome.skipped:
         err.print(f"[yellow]skipped[/] {note}")
     console.print(f"winner: [bold]{outcome.winner.name}[/] (now the workspace's current model)")
+    print_unknown_expectation(outcome.winner)
     print_metrics(outcome.metrics, outcome.winner)
     console.print(f"comparison: {outcome.comparison}")
 
@@ -144,28 +152,38 @@ def run_pipeline(
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (see `facelab detectors`).")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    wait: WaitOpt = False,
 ) -> None:
     """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
     from facelab.auto import auto_select, strangers_folder
     from facelab.build import build as run_build
-    from facelab.cli.data_cmds import print_build_summary, print_split_summary, resolve_identities_cli
+    from facelab.cli.data_cmds import (
+        build_or_exit,
+        print_build_summary,
+        print_split_summary,
+        resolve_identities_cli,
+        scan_or_exit,
+    )
     from facelab.contact import write_contact_sheets
     from facelab.reports import write_reports
     from facelab.split import split_workspace
 
-    with open_workspace(workspace, create=True) as ws:
+    scan = scan_or_exit(photos, workspace)
+    with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         console.rule("1/4 build: find and crop faces")
         with progress_bar("Finding faces") as advance:
-            built = run_build(photos, ws, detector=detector, progress=advance)
+            built = build_or_exit(
+                lambda: run_build(photos, ws, detector=detector, progress=advance, scan=None if wait else scan)
+            )
         for issue in built.errors:
-            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}")
+            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}", highlight=False)
         if built.readable == 0:
             err.print(f"[red]No readable photos under {photos}[/] (expected {photos}/<person>/<photo>.jpg)")
             raise typer.Exit(1)
         resolve_identities_cli(ws, quiet=False)
         write_reports(ws)
         write_contact_sheets(ws)
-        print_build_summary(built, ws)
+        print_build_summary(built, ws, photos)
         console.rule("2/4 split: train / val / test by photo")
         print_split_summary(split_workspace(ws, seed=seed))
         console.rule("3/4 auto: train candidates, pick the best on validation")

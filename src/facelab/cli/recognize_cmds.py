@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
-from facelab.cli.common import open_workspace, progress_bar
+from facelab.cli.common import WaitOpt, open_workspace, progress_bar
 
 if TYPE_CHECKING:
     from facelab.recognize import (
@@ -213,6 +213,8 @@ def recognize(
         recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    if (warning := recognizer.closed_set_warning()) is not None:
+        err.print(f"[yellow]{warning}[/]")
     output = OUTPUTS[fmt](TRACK_COLUMNS if moving else PHOTO_COLUMNS)
     if moving:
         failed = _recognize_videos(recognizer, moving, output, options, out, window, announce, poster, duration, quiet)
@@ -382,6 +384,7 @@ def album_index(
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: facelab's default).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Find and name every face in a photo library; stores boxes, names (and face vectors) in WS.
 
@@ -396,7 +399,7 @@ def album_index(
         recognizer = Recognizer.from_path(model or workspace, detector=detector)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
-    with open_workspace(workspace) as ws, progress_bar("Indexing", quiet) as advance:
+    with open_workspace(workspace, write=True, wait=wait) as ws, progress_bar("Indexing", quiet) as advance:
         try:
             result = index_library(ws, library, recognizer, progress=advance)
         except FileNotFoundError as exc:

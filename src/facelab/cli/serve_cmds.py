@@ -43,6 +43,14 @@ def serve(
             file_okay=False,
         ),
     ] = None,
+    max_recognitions: Annotated[
+        int | None,
+        typer.Option(min=1, help="Recognitions running at once; more get 429 (default: the number of CPU cores)."),
+    ] = None,
+    max_request_megapixels: Annotated[
+        float,
+        typer.Option(min=0.1, help="Pixels the images of one recognition request may hold; more get 413."),
+    ] = 50.0,
 ) -> None:
     """Web app: People (upload photos), Review (check faces), Train (with live progress), Recognize
     (a photo or the webcam), plus the REST API documented at /docs.
@@ -63,8 +71,12 @@ def serve(
     import uvicorn
 
     from facelab.server.app import create_app
+    from facelab.server.state import Limits
 
-    application = create_app(workspace, token, host=host)
+    bounds = {"max_request_pixels": int(max_request_megapixels * 1e6)}
+    if max_recognitions is not None:
+        bounds["max_recognitions"] = max_recognitions
+    application = create_app(workspace, token, host=host, limits=Limits(**bounds))
     if strangers is not None:
         from facelab.auto import strangers_folder
         from facelab.store import Workspace

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import open_workspace
+from facelab.cli.common import WaitOpt, open_workspace, print_unknown_expectation
 from facelab.config import Augment, Device, Optimizer, Preset, Strategy
 from facelab.items import FaceSelection
 
@@ -110,6 +110,7 @@ def train(
     ] = None,
     target_fpir: Annotated[float, typer.Option(help="embedding track: share of strangers allowed a name.")] = 0.01,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    wait: WaitOpt = False,
 ) -> None:
     """Train a model on the workspace's train split, choosing the epoch on its val split.
 
@@ -117,7 +118,7 @@ def train(
     prints the run folder on stdout.
     """
     if track is Track.EMBEDDING:
-        _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others)
+        _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others, wait)
         return
 
     from facelab.config import TrainConfig
@@ -153,7 +154,7 @@ def train(
         raise typer.Exit(2) from exc
     # Resuming keeps the run's own config; only these may change (to train longer, elsewhere).
     overrides = {k: given[k] for k in ("epochs", "device", "num_workers", "threads") if k in given}
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, write=True, wait=wait) as ws:
         reporter = NullReporter() if quiet else RichReporter()
         try:
             result = train_workspace(ws, config, name=name, resume=resume, overrides=overrides, reporter=reporter)
@@ -164,6 +165,7 @@ def train(
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
     _warn_no_others(result.run_dir, include_others)
+    print_unknown_expectation(result.run_dir)
     out.print(str(result.run_dir), highlight=False, soft_wrap=True)
 
 
@@ -193,10 +195,11 @@ def _train_embedding(
     strangers: Path | None,
     target_fpir: float,
     include_others: bool,
+    wait: bool = False,
 ) -> None:
     from facelab.embed_track import train_embedding_run
 
-    with open_workspace(workspace) as ws:
+    with open_workspace(workspace, write=True, wait=wait) as ws:
         try:
             run_dir = train_embedding_run(
                 ws,
@@ -211,6 +214,7 @@ def _train_embedding(
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
     _warn_no_others(run_dir, include_others)
+    print_unknown_expectation(run_dir)
     out.print(str(run_dir), highlight=False, soft_wrap=True)
 
 

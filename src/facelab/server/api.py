@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -19,7 +20,7 @@ from facelab.config import Augment, Strategy
 from facelab.server import workspace_ops as ops
 from facelab.server.jobs import TrainMode, TrainParams
 from facelab.server.recognition import recognize_file, verify_files
-from facelab.server.security import inside_workspace, validate_person_name
+from facelab.server.security import MAX_DB_ID, inside_workspace
 from facelab.server.state import ServerState
 from facelab.store import Workspace
 from facelab.types import Box, CropStatus
@@ -47,6 +48,9 @@ def get_state(request: Request) -> ServerState:
 
 
 State = Annotated[ServerState, Depends(get_state)]
+# A database id in a URL: SQLite integers are 64-bit signed, and a larger number must be a 422,
+# not an OverflowError (500) from the driver.
+DbId = Annotated[int, PathParam(ge=1, le=MAX_DB_ID, description="Database id (a positive 64-bit integer).")]
 
 
 # -- schemas -----------------------------------------------------------------------------------
@@ -62,6 +66,9 @@ class Person(BaseModel):
     photos_with_face: int
     photos_no_face: int
     photos_unreadable: int
+    photos_missing: int = Field(
+        0, description="Photos the last build did not find (kept with their faces until `facelab build --prune`)."
+    )
     faces_usable: int = Field(description="Faces that count as this person for training.")
     crops_pending: int
     crops_accepted: int
@@ -271,15 +278,28 @@ def _upload_files(state: ServerState, files: list[UploadFile]) -> None:
         raise ops.OpError(f"at most {state.limits.max_files} files per request; send the rest in another", 413)
 
 
-def _single_upload(state: ServerState, ws: Workspace, upload: UploadFile) -> Path:
-    """A received upload that is a readable image, as a temporary file inside the workspace."""
+def _single_upload(state: ServerState, ws: Workspace, upload: UploadFile, pixels_used: int = 0) -> tuple[Path, int]:
+    """A received upload that is a readable image, as a temporary file inside the workspace, and
+    the pixels of this request so far (``pixels_used`` + this image's).
+
+    The image's size is read from its header before it is decoded: a request over the pixel budget
+    is refused (413) without allocating the pixels.
+    """
     tmp = ops.receive_file(upload.file, ops.tmp_dir(ws), state.limits.max_file_bytes)
     try:
+        pixels = pixels_used + ops.image_pixels(tmp)
+        budget = state.limits.max_request_pixels
+        if pixels > budget:
+            raise ops.OpError(
+                f"the image(s) of this request hold {pixels / 1e6:.3g} megapixels, over the server's limit of "
+                f"{budget / 1e6:.3g} MP per request; send a smaller image (a webcam frame or a phone photo fits)",
+                413,
+            )
         ops.check_image(tmp)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return tmp
+    return tmp, pixels
 
 
 def run_dir_of(ws: Workspace, name: str) -> Path:
@@ -325,6 +345,19 @@ def run_listing(ws: Workspace) -> list[dict[str, Any]]:
     for r in runs:
         del r["mtime"]
     return runs
+
+
+def unfinished_runs(ws: Workspace) -> list[str]:
+    """Run folders that the listing leaves out: no readable summary.json (a training still
+    running, or killed before its first checkpoint). The Train page names them."""
+    from facelab.compare import finished_runs
+
+    folder = ws.runs_dir
+    if not folder.is_dir():
+        return []
+    folders = sorted(entry for entry in folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    finished = set(finished_runs(folders)[0])
+    return [entry.name for entry in folders if entry not in finished]
 
 
 def crop_info(ws: Workspace, crop_id: int) -> dict[str, Any]:
@@ -492,7 +525,7 @@ def upload_photos(
 
 
 @router.get("/photos/{photo_id}", response_model=PhotoDetail, tags=["photos"])
-def get_photo(photo_id: int, state: State) -> dict[str, Any]:
+def get_photo(photo_id: DbId, state: State) -> dict[str, Any]:
     """A photo and its faces (box, role, crop and review status)."""
     with state.workspace() as ws:
         return ops.photo_detail(ws, photo_id)
@@ -505,7 +538,7 @@ def get_photo(photo_id: int, state: State) -> dict[str, Any]:
     tags=["photos"],
 )
 def photo_image(
-    photo_id: int, state: State, size: Annotated[Literal["thumb", "large"], Query()] = "large"
+    photo_id: DbId, state: State, size: Annotated[Literal["thumb", "large"], Query()] = "large"
 ) -> FileResponse:
     """The photo upright as JPEG (thumb: 360 px, large: 1600 px on the long side). Only photos
     inside the workspace are served."""
@@ -515,7 +548,7 @@ def photo_image(
 
 
 @router.delete("/photos/{photo_id}", status_code=204, tags=["photos"])
-def delete_photo(photo_id: int, state: State) -> Response:
+def delete_photo(photo_id: DbId, state: State) -> Response:
     """Delete a photo uploaded through the app (its faces and crops too)."""
     with state.workspace() as ws, state.exclusive():
         ops.delete_photo(ws, photo_id)
@@ -523,7 +556,7 @@ def delete_photo(photo_id: int, state: State) -> Response:
 
 
 @router.post("/photos/{photo_id}/faces", response_model=FaceCreated, status_code=201, tags=["photos"])
-def add_face(photo_id: int, box: BoxIn, state: State) -> dict[str, Any]:
+def add_face(photo_id: DbId, box: BoxIn, state: State) -> dict[str, Any]:
     """Add a face the detector missed: a box in the upright photo's pixels. It is stored as the
     photo's person (decided by review) with an accepted crop."""
     with state.workspace() as ws, state.exclusive():
@@ -558,7 +591,7 @@ def list_crops(
     responses={200: {"content": {"image/jpeg": {}}}},
     tags=["review"],
 )
-def crop_image(crop_id: int, state: State) -> FileResponse:
+def crop_image(crop_id: DbId, state: State) -> FileResponse:
     """The crop's JPEG."""
     with state.workspace() as ws:
         path = ops.crop_file(ws, crop_id)
@@ -570,35 +603,33 @@ def _set_status(state: ServerState, crop_id: int, status: CropStatus) -> dict[st
 
     with state.workspace() as ws:
         crop_info(ws, crop_id)  # 404 before anything changes
-        set_status(ws, [crop_id], status)
+        with state.writing():
+            set_status(ws, [crop_id], status)
         return crop_info(ws, crop_id)
 
 
 @router.post("/crops/{crop_id}/accept", response_model=Crop, tags=["review"])
-def accept_crop(crop_id: int, state: State) -> dict[str, Any]:
+def accept_crop(crop_id: DbId, state: State) -> dict[str, Any]:
     """This face is the person: it trains, and identity resolution never overrides the decision."""
     return _set_status(state, crop_id, CropStatus.ACCEPTED)
 
 
 @router.post("/crops/{crop_id}/reject", response_model=Crop, tags=["review"])
-def reject_crop(crop_id: int, state: State) -> dict[str, Any]:
+def reject_crop(crop_id: DbId, state: State) -> dict[str, Any]:
     """Leave this face out of every data set."""
     return _set_status(state, crop_id, CropStatus.REJECTED)
 
 
 @router.post("/crops/{crop_id}/move", response_model=Crop, tags=["review"])
-def move_crop(crop_id: int, body: MoveIn, state: State) -> dict[str, Any]:
+def move_crop(crop_id: DbId, body: MoveIn, state: State) -> dict[str, Any]:
     """File the face under another (existing) person."""
     from facelab.review import move_crop as review_move
 
     with state.workspace() as ws:
-        try:
-            target = validate_person_name(body.person)
-        except ValueError as exc:
-            raise ops.OpError(str(exc), 422) from exc
-        target = ops.require_person(ws, target)
+        target = ops.require_person(ws, body.person)
         crop_info(ws, crop_id)
-        review_move(ws, crop_id, target)
+        with state.writing():
+            review_move(ws, crop_id, target)
         return crop_info(ws, crop_id)
 
 
@@ -689,7 +720,8 @@ def set_current(body: CurrentIn, state: State) -> dict[str, Any]:
     """Make a run the model that recognizes (the Recognize page and ``/api/recognize``)."""
     with state.workspace() as ws:
         folder = run_dir_of(ws, body.run)
-        ws.set_setting("current_model", folder.name)
+        with state.writing():
+            ws.set_setting("current_model", folder.name)
         listing = next(r for r in run_listing(ws) if r["run"] == folder.name)
     state.models.clear()
     return listing
@@ -702,14 +734,18 @@ def set_current(body: CurrentIn, state: State) -> dict[str, Any]:
 def recognize(
     state: State, file: Annotated[UploadFile, File(description="A photo or a webcam frame.")]
 ) -> dict[str, Any]:
-    """Find the faces of an image and name them with the current model (``unknown`` for strangers)."""
-    with state.workspace() as ws:
-        recognizer = state.models.recognizer(ws)
-        tmp = _single_upload(state, ws, file)
-    try:
-        return recognize_file(recognizer, tmp)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Find the faces of an image and name them with the current model (``unknown`` for strangers).
+
+    At most ``max_recognitions`` run at once (429 beyond) and an image may hold at most
+    ``max_request_pixels`` (413 beyond): see :class:`facelab.server.state.Limits`."""
+    with state.recognition_slot():
+        with state.workspace() as ws:
+            recognizer = state.models.recognizer(ws)
+            tmp, _ = _single_upload(state, ws, file)
+        try:
+            return recognize_file(recognizer, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @router.post("/verify", response_model=Verified, tags=["recognize"])
@@ -720,15 +756,18 @@ def verify(
 ) -> dict[str, Any]:
     """Are the largest faces of two images the same person? (dlib embeddings; same rule as facelab verify)"""
     temps: list[Path] = []
-    try:
-        with state.workspace() as ws:
-            for upload in (first, second):
-                temps.append(_single_upload(state, ws, upload))
-            detector = state.detector or ws.setting("detector")
-        return verify_files(temps[0], temps[1], detector=detector)
-    finally:
-        for tmp in temps:
-            tmp.unlink(missing_ok=True)
+    with state.recognition_slot():
+        try:
+            pixels = 0
+            with state.workspace() as ws:
+                for upload in (first, second):
+                    tmp, pixels = _single_upload(state, ws, upload, pixels)
+                    temps.append(tmp)
+                detector = state.detector or ws.setting("detector")
+            return verify_files(temps[0], temps[1], detector=detector)
+        finally:
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
 
 
 # -- albums ------------------------------------------------------------------------------------

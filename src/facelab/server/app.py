@@ -64,6 +64,11 @@ def create_app(
     async def op_error(request: Request, exc: OpError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(OverflowError)
+    async def overflow_error(request: Request, exc: OverflowError) -> JSONResponse:
+        # A number too large for SQLite's 64-bit integers that no parameter check caught.
+        return JSONResponse({"detail": f"a number in the request is out of range ({exc})"}, status_code=422)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         # One readable sentence first (the pages show it), the full list after it.

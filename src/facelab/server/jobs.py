@@ -20,6 +20,7 @@ import time
 import traceback
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 from facelab.server.workspace_ops import Conflict, NotFound
 from facelab.store import Workspace
+from facelab.writelock import WorkspaceBusy, write_lock
 
 MAX_LOG_LINES = 200
 MAX_HISTORY = 2000
@@ -111,6 +113,8 @@ class Job:
     error: str | None = None
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # The workspace's write lock (against other processes), held from start to end of the job.
+    held: ExitStack = field(default_factory=ExitStack, repr=False)
 
     @property
     def active(self) -> bool:
@@ -247,6 +251,12 @@ class JobManager:
         if not self.write_lock.acquire(blocking=False):
             raise Conflict("photos are being uploaded or changed; start training when that is done")
         job = Job(id=uuid.uuid4().hex[:12], params=params)
+        try:
+            job.held.enter_context(write_lock(self.root))
+        except WorkspaceBusy as exc:
+            self.write_lock.release()
+            who = exc.holder.describe() if exc.holder else "another facelab process"
+            raise Conflict(f"the workspace is being changed by {who}; start training when it has finished") from exc
         with self._lock:
             self._jobs[job.id] = job
             for old in sorted(self._jobs.values(), key=lambda j: j.created)[:-KEEP_JOBS]:
@@ -256,6 +266,7 @@ class JobManager:
         try:
             thread.start()
         except BaseException:
+            job.held.close()
             self.write_lock.release()
             raise
         return job
@@ -285,6 +296,7 @@ class JobManager:
         finally:
             with job.lock:
                 job.state, job.finished, job.error = outcome, time.time(), error
+            job.held.close()
             self.write_lock.release()
             if self.on_model_change is not None:
                 self.on_model_change()

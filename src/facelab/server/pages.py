@@ -17,8 +17,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from facelab.server import workspace_ops as ops
-from facelab.server.api import run_dir_of, run_listing, training_options
-from facelab.server.security import COOKIE_NAME, session_value, token_matches
+from facelab.server.api import run_dir_of, run_listing, training_options, unfinished_runs
+from facelab.server.security import COOKIE_NAME, MAX_DB_ID, session_value, token_matches
 from facelab.server.state import ServerState
 
 router = APIRouter(include_in_schema=False)
@@ -167,10 +167,13 @@ def review_page(request: Request, person: str | None = None) -> HTMLResponse:
 
 
 @router.get("/photos/{photo_id}")
-def photo_page(request: Request, photo_id: int) -> HTMLResponse:
+def photo_page(request: Request, photo_id: str) -> HTMLResponse:
     try:
+        number = int(photo_id) if photo_id.isascii() and photo_id.isdigit() else -1
+        if not 1 <= number <= MAX_DB_ID:
+            raise ops.NotFound(f"no photo with id {photo_id[:40]!r}")
         with _state(request).workspace() as ws:
-            photo = ops.photo_detail(ws, photo_id)
+            photo = ops.photo_detail(ws, number)
     except ops.OpError as exc:
         return _error(request, exc)
     return _render(request, "photo.html", "people", photo=photo, page_data=_json_block(photo))
@@ -181,6 +184,7 @@ def train_page(request: Request) -> HTMLResponse:
     state = _state(request)
     with state.workspace() as ws:
         runs = run_listing(ws)
+        unfinished = unfinished_runs(ws)
         people = ops.people_summary(ws)
     jobs = [job.to_json() for job in state.jobs.list()[:5]]
     options = training_options()
@@ -189,6 +193,7 @@ def train_page(request: Request) -> HTMLResponse:
         "train.html",
         "train",
         runs=runs,
+        unfinished=unfinished,
         people=people,
         jobs=jobs,
         options=options,

@@ -73,6 +73,8 @@ def recognize_file(recognizer: Any, path: Path) -> dict:
             "height": int(height),
             "model": recognizer.model.run_dir.name,
             "threshold": recognizer.threshold,
+            # Shown as a badge: a model that cannot answer unknown names every stranger.
+            "closed_set_warning": recognizer.closed_set_warning(),
         }
     )
     return payload

@@ -32,6 +32,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 COOKIE_NAME = "facelab_session"
+# The largest id SQLite can store (a signed 64-bit integer); URLs with larger ids are refused (422).
+MAX_DB_ID = 2**63 - 1
 # Long enough that guessing it over HTTP is hopeless (16 characters of token_urlsafe ≈ 96 bits).
 MIN_TOKEN_LENGTH = 16
 

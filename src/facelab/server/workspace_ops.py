@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
+import unicodedata
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -118,11 +119,24 @@ def create_person(ws: Workspace, name: str) -> str:
 
 
 def require_person(ws: Workspace, name: str) -> str:
+    """The existing person called ``name``; 404 if there is none, 422 if no person could be called so.
+
+    Any name a photo folder gave (``José 😀``, ``trailing.``) is found as it is: the naming rule
+    (:func:`validate_person_name`) is for people created in the app, not for lookups. A name
+    spelled in another Unicode form (a Mac's decomposed accents) finds its person too.
+    """
+    names = person_names(ws)
+    if name in names:
+        return name
+    composed = unicodedata.normalize("NFC", name) if isinstance(name, str) else name
+    for known in names:
+        if unicodedata.normalize("NFC", known) == composed:
+            return known
     try:
         name = validate_person_name(name)
     except ValueError as exc:
         raise OpError(str(exc), 422) from exc
-    if name not in person_names(ws):
+    if name not in names:
         raise NotFound(f"no person called {name!r}; create them first")
     return name
 
@@ -134,6 +148,10 @@ def people_summary(ws: Workspace) -> list[dict]:
     photos: dict[str, dict[str, int]] = {}
     for row in ws.query("SELECT person, status, COUNT(*) AS n FROM photos GROUP BY person, status"):
         photos.setdefault(row["person"], {})[row["status"]] = row["n"]
+    missing = {
+        r["person"]: r["n"]
+        for r in ws.query("SELECT person, COUNT(*) AS n FROM photos WHERE missing_since IS NOT NULL GROUP BY person")
+    }
     crops: dict[str, dict[str, int]] = {}
     for row in ws.query("SELECT person, status, COUNT(*) AS n FROM crops GROUP BY person, status"):
         crops.setdefault(row["person"], {})[row["status"]] = row["n"]
@@ -158,6 +176,7 @@ def people_summary(ws: Workspace) -> list[dict]:
                 "photos_with_face": by_status.get("ok", 0),
                 "photos_no_face": by_status.get("no_face", 0),
                 "photos_unreadable": by_status.get("error", 0),
+                "photos_missing": missing.get(name, 0),
                 "faces_usable": usable.get(name, 0),
                 "crops_pending": by_review.get(CropStatus.PENDING.value, 0),
                 "crops_accepted": by_review.get(CropStatus.ACCEPTED.value, 0),
@@ -293,6 +312,27 @@ def receive_file(source: BinaryIO, folder: Path, max_bytes: int) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def image_pixels(tmp: Path) -> int:
+    """Width × height from a received image's header (nothing decoded); :class:`OpError` 415 if unreadable."""
+    import warnings
+
+    from PIL import Image
+
+    from facelab.imageio import _register_heif
+
+    _register_heif()
+    try:
+        with warnings.catch_warnings():
+            # The size is all that is wanted here; the pixel limits are checked by the caller.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(tmp) as image:
+                return int(image.width) * int(image.height)
+    except Image.DecompressionBombError as exc:
+        raise OpError(f"too many pixels ({exc})", 413) from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise OpError(f"not an image facelab can read ({exc})", 415) from exc
 
 
 def check_image(tmp: Path) -> tuple[str, str]:

@@ -52,6 +52,13 @@
         ? `${n} face${n === 1 ? "" : "s"} · ${ms} ms · model ${lastResult.model}`
         : `no face found · ${ms} ms`;
       listNames($("recognize-names"), lastResult);
+      if (lastResult.closed_set_warning) {
+        const badge = document.createElement("span");
+        badge.className = "badge warn";
+        badge.textContent = "closed set: strangers get names";
+        badge.title = lastResult.closed_set_warning;
+        $("recognize-summary").append(" ", badge);
+      }
       if (image.complete) drawFaces(stage, image, lastResult);
     } catch (error) {
       $("recognize-summary").textContent = error.message;
