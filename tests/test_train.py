@@ -210,11 +210,19 @@ def test_loaded_run_predicts_what_training_measured(celeb_run: dict) -> None:
     result, items = celeb_run["result"], celeb_run["val_items"]
     model = load_model(result.run_dir)
     assert isinstance(model, TransferModel)
-    assert model.score_kind == "probability" and model.threshold is None
+    # Training gives the run an embedding gate: the softmax has no unknown threshold of its own, so
+    # a refused name scores −1 and the run answers unknown at threshold 0.
+    assert model.score_kind == "probability" and model.gate is not None and model.threshold == 0.0
     with Workspace(result.run_dir.parents[1], create=False) as ws:
         assert model.classes == class_names(load_items(ws, "train"))
-    scores = model.predict_items(items)
-    assert scores.shape == (len(items), 5)
+    from facelab.transforms import read_image
+
+    scores = model.predict_images(read_image(item.crop_path) for item in items)
+    gated = model.predict_items(items)
+    assert scores.shape == gated.shape == (len(items), 5)
+    refused = (gated == -1.0).all(axis=1)
+    assert np.allclose(gated[~refused], scores[~refused], atol=1e-6)
+    assert refused.mean() < 0.5  # the gate confirms most of the people's own faces
     truth = np.array([model.classes.index(i.person) for i in items])
     accuracy = float(np.mean(scores.argmax(1) == truth))
     loss = float(-np.mean(np.log(scores[np.arange(len(items)), truth])))

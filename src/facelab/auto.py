@@ -21,7 +21,7 @@ import numpy as np
 
 from facelab.imageio import write_text_atomic
 from facelab.items import FaceSelection, load_items
-from facelab.openset import strangers_needed
+from facelab.openset import Calibration, strangers_needed
 from facelab.runs import Model, load_model, read_summary
 from facelab.store import Workspace
 
@@ -100,29 +100,52 @@ def calibrate_run(
     target_fpir: float = 0.01,
     bystanders: bool | None = None,
 ) -> dict:
-    """Set a run's unknown threshold from validation faces and strangers; writes ``openset.json``.
+    """Set a run's unknown threshold from validation faces and impostor evidence; writes ``openset.json``.
 
-    Negatives are the calibration half of ``strangers`` and, when ``bystanders`` (default: only when
-    no strangers folder is given), the bystander faces of the train and val photos — other people in
-    the user's own photos, free negatives — except bystanders who look like one of the user's
-    people (see :func:`facelab.identity.stranger_bystanders`).
+    Embedding runs: the threshold for the gallery as it is now (trained + enrolled people) from the
+    calibration half of ``strangers`` when given, else from the reference strangers shipped with
+    facelab, the user's people left out in turn and — when ``bystanders`` (default: only without a
+    strangers folder) — the bystanders of the user's photos who match none of the people
+    (:func:`facelab.embed_track.calibrate_vectors`). CNN runs: the softmax threshold from strangers
+    and bystanders as far as there are any, and the embedding gate anew (:mod:`facelab.gate`).
     """
-    from facelab.openset import calibrate, named_right, open_scores, stranger_scores, top_two
+    from facelab.embed_track import EmbeddingModel, bystander_vectors
 
     model = load_model(run_dir)
-    val = load_items(ws, "val", read_summary(run_dir).get("faces", FaceSelection.RESOLVED))
-    if not val:
-        val = load_items(ws, "train", FaceSelection.RESOLVED)
+    faces = read_summary(run_dir).get("faces", FaceSelection.RESOLVED)
+    val = load_items(ws, "val", faces) or load_items(ws, "train", FaceSelection.RESOLVED)
+    if bystanders is None:
+        bystanders = strangers is None
+    if isinstance(model, EmbeddingModel):
+        calibration = model.calibrate(
+            val,
+            bystanders=bystander_vectors(ws, model.embedder) if bystanders else None,
+            strangers=strangers,
+            target_fpir=target_fpir,
+        )
+    else:
+        calibration = _calibrate_scores(ws, model, val, strangers, target_fpir, bystanders)
+        from facelab.transfer import write_gate
+
+        write_gate(ws, run_dir, strangers)
+    payload = calibration.to_json()
+    write_text_atomic(json.dumps(payload, indent=2) + "\n", run_dir / "openset.json")
+    return payload
+
+
+def _calibrate_scores(
+    ws: Workspace, model: Model, val: list, strangers: Path | None, target_fpir: float, bystanders: bool
+) -> Calibration:
+    """A threshold on the model's own scores (a CNN's softmax) from the strangers folder and bystanders."""
+    from facelab.openset import calibrate, named_right, open_scores, stranger_scores, top_two
+
     scores = model.predict_items(val)
     index, best, margin = top_two(scores, model.classes)
     correct = named_right(index, model.classes, [item.person for item in val])
-    negatives = []
-    sources = []
+    negatives, sources = [], []
     if strangers is not None:
         negatives.append(stranger_scores(model, strangers, part="calibration"))
         sources.append(f"{strangers} (calibration half)")
-    if bystanders is None:
-        bystanders = strangers is None
     if bystanders:
         from facelab.identity import stranger_bystanders
 
@@ -136,14 +159,7 @@ def calibrate_run(
             negatives.append(open_scores(model.predict_items(others), model.classes))
             sources.append(f"{len(others)} bystander faces of the user's photos")
     impostor = np.concatenate(negatives) if negatives else np.zeros(0)
-    existing = run_dir / "openset.json"
-    if not len(impostor) and existing.exists():
-        # Nobody to calibrate on: keep the threshold the run brought (the embedding track sets one
-        # by leaving each person out in turn) rather than one that never answers unknown.
-        kept = json.loads(existing.read_text(encoding="utf-8"))
-        if kept.get("threshold") is not None:
-            return kept
-    calibration = calibrate(
+    return calibrate(
         impostor,
         best,
         correct,
@@ -152,14 +168,6 @@ def calibrate_run(
         stranger_source="; ".join(sources),
         margins=margin,
     )
-    floor = getattr(model, "default_threshold", None)  # the embedding track's measured default
-    if floor is not None:
-        from facelab.embed_track import with_default_floor
-
-        calibration = with_default_floor(calibration, floor, best, correct)
-    payload = calibration.to_json()
-    write_text_atomic(json.dumps(payload, indent=2) + "\n", run_dir / "openset.json")
-    return payload
 
 
 STRANGERS_SETTING = "strangers"

@@ -27,10 +27,8 @@ executable) and ``openset.json`` (the unknown threshold). Loading refits the hea
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
-import math
 import platform
 import time
 from collections import defaultdict
@@ -42,7 +40,7 @@ from typing import Protocol
 
 import numpy as np
 
-from facelab import openset, runs
+from facelab import impostors, openset, runs
 from facelab.embedders import DEFAULT_EMBEDDER, Progress
 from facelab.items import OTHERS, FaceSelection, SplitItem, class_names, class_names_of, load_items, people
 from facelab.store import Workspace, blob_to_vector, vector_to_blob
@@ -447,6 +445,41 @@ class EmbeddingModel:
         self.enrolled = len(gallery)
         self.head = build_head(self.head_name, self.head_params)
         self.head.fit(x, y, len(self.classes))
+        self._fit_x, self._fit_y = x, y
+
+    def calibrate(
+        self,
+        val: list[SplitItem],
+        *,
+        bystanders: np.ndarray | None = None,
+        strangers: Path | None = None,
+        target_fpir: float = openset.DEFAULT_TARGET_FPIR,
+    ) -> openset.Calibration:
+        """Set the unknown threshold anew for the gallery as it is now (trained + enrolled people) from
+        the validation faces ``val`` and impostor evidence (see :func:`calibrate_vectors`)."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        val = [item for item in val if item.person in index]
+        x_val = self._item_vectors(val)
+        y_val = np.array([index[item.person] for item in val], dtype=np.int64)
+        scores = self.predict_vectors(x_val) if len(x_val) else np.zeros((0, len(self.classes)))
+        best, top, margin = openset.top_two(scores, self.classes) if len(x_val) else (np.zeros(0, int),) * 3
+        correct = openset.named_right(best, self.classes, [item.person for item in val])
+        x_strangers = (
+            stranger_vectors(Path(strangers), "calibration", self.embedder, self._cache_dir()) if strangers else None
+        )
+        return calibrate_vectors(
+            self.head_name,
+            self.head_params,
+            self.head,
+            np.vstack([self._fit_x, x_val]) if len(x_val) else self._fit_x,
+            np.concatenate([self._fit_y, y_val]),
+            self.classes,
+            (top, correct, margin),
+            embedder=self.embedder,
+            bystanders=bystanders,
+            strangers=x_strangers,
+            target_fpir=target_fpir,
+        )
 
     # -- scoring ----------------------------------------------------------------------------
     def predict_vectors(self, vectors: np.ndarray) -> np.ndarray:
@@ -460,34 +493,7 @@ class EmbeddingModel:
         return self.predict_vectors(self._item_vectors(items))
 
     def _item_vectors(self, items: list[SplitItem]) -> np.ndarray:
-        from facelab.embedders import get_embedder
-        from facelab.imageio import load_rgb
-
-        stored: dict[int, np.ndarray] = {}
-        if self.workspace is not None and items:
-            with Workspace(self.workspace, create=False) as ws:
-                # Trust a stored vector only if its face belongs to the same photo: items may come
-                # from another workspace, whose face ids mean other faces.
-                photo_of = {
-                    r["id"]: r["path"]
-                    for r in ws.query("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")
-                }
-                vectors = ws.embeddings(self.embedder)
-            for item in items:
-                if item.face_id in vectors and photo_of.get(item.face_id) == str(item.photo_path):
-                    stored[item.face_id] = vectors[item.face_id]
-        missing: dict[Path, list[SplitItem]] = defaultdict(list)
-        for item in items:
-            if item.face_id not in stored:
-                missing[item.photo_path].append(item)
-        if missing:
-            embedder = get_embedder(self.embedder)
-            for photo, photo_items in missing.items():
-                rgb = load_rgb(photo)
-                for item, vector in zip(photo_items, embedder.embed(rgb, [i.face for i in photo_items]), strict=True):
-                    stored[item.face_id] = vector
-        dim = self._x.shape[1]
-        return np.stack([stored[item.face_id] for item in items]) if items else np.zeros((0, dim), np.float32)
+        return item_vectors(self.workspace, items, self.embedder, self._x.shape[1])
 
     def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         from facelab.embedders import get_embedder
@@ -506,6 +512,39 @@ class EmbeddingModel:
 
     def _cache_dir(self) -> Path | None:
         return self.workspace / ".facelab" / "cache" if self.workspace is not None else None
+
+
+def item_vectors(workspace: Path | None, items: list[SplitItem], embedder: str, dim: int | None = None) -> np.ndarray:
+    """Embeddings of workspace faces: stored in ``workspace`` when it has them, else computed from the photo."""
+    from facelab.embedders import embedder_info, get_embedder
+    from facelab.imageio import load_rgb
+
+    stored: dict[int, np.ndarray] = {}
+    if workspace is not None and items and (workspace / ".facelab" / "facelab.db").is_file():
+        with Workspace(workspace, create=False) as ws:
+            # Trust a stored vector only if its face belongs to the same photo: items may come
+            # from another workspace, whose face ids mean other faces.
+            photo_of = {
+                r["id"]: r["path"]
+                for r in ws.query("SELECT f.id, p.path FROM faces f JOIN photos p ON p.id = f.photo_id")
+            }
+            vectors = ws.embeddings(embedder)
+        for item in items:
+            if item.face_id in vectors and photo_of.get(item.face_id) == str(item.photo_path):
+                stored[item.face_id] = vectors[item.face_id]
+    missing: dict[Path, list[SplitItem]] = defaultdict(list)
+    for item in items:
+        if item.face_id not in stored:
+            missing[item.photo_path].append(item)
+    if missing:
+        model = get_embedder(embedder)
+        for photo, photo_items in missing.items():
+            rgb = load_rgb(photo)
+            for item, vector in zip(photo_items, model.embed(rgb, [i.face for i in photo_items]), strict=True):
+                stored[item.face_id] = vector
+    if not items:
+        return np.zeros((0, dim or embedder_info(embedder).dim), np.float32)
+    return np.stack([stored[item.face_id] for item in items])
 
 
 def stranger_vectors(
@@ -538,35 +577,76 @@ def _accuracy(head: Head, x: np.ndarray, y: np.ndarray, classes: list[str]) -> f
     return float(np.mean(openset.top_two(head.scores(x), classes)[0] == y)) if len(y) else float("nan")
 
 
-def leave_one_person_out_scores(
+def calibrate_vectors(
     head_name: str,
     params: dict,
-    x_train: np.ndarray,
-    y_train: np.ndarray,
-    x_val: np.ndarray,
-    y_val: np.ndarray,
+    fitted: Head,
+    x_gallery: np.ndarray,
+    y_gallery: np.ndarray,
     classes: list[str],
-) -> np.ndarray:
-    """Stand-in stranger scores when no strangers folder is given.
+    genuine: tuple[np.ndarray, np.ndarray, np.ndarray],
+    *,
+    embedder: str = DEFAULT_EMBEDDER,
+    bystanders: np.ndarray | None = None,
+    strangers: np.ndarray | None = None,
+    target_fpir: float = openset.DEFAULT_TARGET_FPIR,
+) -> openset.Calibration:
+    """The unknown threshold of a head fitted on a gallery of the user's people (see :mod:`facelab.impostors`).
 
-    For each person, fit the head without them and score their validation faces: each is then a
-    stranger to the model, scored the way a real stranger would be. Needs three or more people.
-    The bystander class (:data:`OTHERS`) is never left out: it is nobody.
+    Impostor evidence, each scored against this very gallery: the reference strangers shipped with
+    facelab, the user's own people left out in turn (refitting ``head_name`` on ``x_gallery`` /
+    ``y_gallery`` — train and validation vectors — without each), the ``bystanders`` vectors (faces
+    in the user's photos that match nobody) and the ``strangers`` vectors (a strangers folder's
+    calibration half). ``genuine`` is ``(best score, named right, margin)`` of the validation faces,
+    for the expected miss rate and the look-alike margin.
     """
-    out = []
-    for person, name in enumerate(classes):
-        if name == OTHERS:
-            continue
-        keep = y_train != person
-        kept = np.unique(y_train[keep])
-        if len(people([classes[c] for c in kept])) < 2 or not np.any(y_val == person):
-            continue
-        relabel = {c: i for i, c in enumerate(kept)}
+    n_people = len(people(classes))
+
+    def score(vectors: np.ndarray) -> np.ndarray:
+        return openset.open_scores(fitted.scores(vectors), classes) if len(vectors) else np.zeros(0)
+
+    def fit_and_score(x: np.ndarray, y: np.ndarray, kept: list[str]) -> impostors.Scorer:
         head = build_head(head_name, params)
-        head.fit(x_train[keep], np.array([relabel[c] for c in y_train[keep]]), len(kept))
-        scores = head.scores(x_val[y_val == person])
-        out.append(openset.open_scores(scores, [classes[c] for c in kept]))
-    return np.concatenate(out) if out else np.zeros(0)
+        head.fit(x, y, len(kept))
+        return lambda vectors: openset.open_scores(head.scores(vectors), kept)
+
+    sources = []
+    reference = impostors.reference_evidence(score, embedder, n_people=n_people)
+    if reference is not None:
+        sources.append(reference)
+    person_classes = [i for i, name in enumerate(classes) if name != OTHERS]
+    own = impostors.people_evidence(fit_and_score, x_gallery, y_gallery, classes, person_classes)
+    if own is not None:
+        sources.append(own)
+    for source, vectors in (("bystanders", bystanders), ("strangers", strangers)):
+        if vectors is not None and len(vectors):
+            sources.append(impostors.Evidence(source, score(vectors), n_people))
+    top, correct, margin = genuine
+    return impostors.calibrate_gallery(
+        sources,
+        n_people,
+        top,
+        correct,
+        target_fpir,
+        score_kind=fitted.score_kind,
+        margins=margin,
+        floor=default_threshold(embedder, head_name, params),
+    )
+
+
+def bystander_vectors(ws: Workspace, model: str = DEFAULT_EMBEDDER) -> np.ndarray | None:
+    """Vectors of the bystanders in the train and val photos who match none of the user's people
+    (:func:`facelab.identity.stranger_bystanders`): free impostor evidence from the user's own camera."""
+    from facelab.identity import stranger_bystanders
+
+    usable = stranger_bystanders(ws, model)
+    vectors = ws.embeddings(model)
+    chosen = [
+        vectors[item.face_id]
+        for item in load_items(ws, None, FaceSelection.ALL)
+        if item.face_id in usable and item.split in ("train", "val") and item.face_id in vectors
+    ]
+    return np.stack(chosen) if chosen else None
 
 
 def default_threshold(embedder: str, head: str, head_params: dict) -> float | None:
@@ -579,35 +659,6 @@ def default_threshold(embedder: str, head: str, head_params: dict) -> float | No
     if distance is None or head_params.get("metric", Metric.EUCLIDEAN) != Metric.EUCLIDEAN:
         return None
     return 1.0 - distance
-
-
-def with_default_floor(
-    calibration: openset.Calibration, floor: float | None, genuine: np.ndarray, correct: np.ndarray
-) -> openset.Calibration:
-    """``calibration`` made at least as strict as the measured default ``floor`` when it had fewer
-    strangers than its target FPIR needs (or none): a threshold set just above three bystanders
-    promises nothing about the next stranger, and a model without one never answers unknown —
-    useless for "me / not me". Unchanged when there were enough strangers or there is no floor."""
-    enough = calibration.n_strangers >= openset.strangers_needed(calibration.target_fpir)
-    if floor is None or (calibration.threshold is not None and enough):
-        return calibration
-    if calibration.threshold is not None and calibration.threshold >= floor:
-        return calibration
-    _, fnir = openset.rates_at(floor, genuine, correct, np.zeros(0))
-    found = f"{calibration.n_strangers} strangers" if calibration.n_strangers else "no strangers"
-    return dataclasses.replace(
-        calibration,
-        threshold=floor,
-        fpir=math.nan,
-        fnir=fnir,
-        stranger_source=(calibration.stranger_source + "; " if calibration.stranger_source else "")
-        + f"raised to the measured default {floor:.3f}",
-        warning=(
-            f"{found} to calibrate on: using the measured default threshold {floor:.3f} (names about 1% of "
-            "strangers on the shared photo sets); give --strangers DIR (photos of ~100+ other people) to "
-            "calibrate for your photos"
-        ),
-    )
 
 
 def train_embedding_run(
@@ -626,7 +677,8 @@ def train_embedding_run(
 
     ``faces``: which faces of the split count (``resolved``: identity resolution's person faces).
     ``strangers``: a folder of photos of people not in the data set; its calibration half sets
-    the threshold (without one, each person in turn is left out and plays the stranger).
+    the threshold. Without one, the reference strangers shipped with facelab, each of the user's
+    people left out in turn, and the bystanders who match nobody do (:func:`calibrate_vectors`).
     ``target_fpir``: share of strangers allowed a name (see :func:`facelab.openset.calibrate`).
     ``head_params``: keyword arguments of the head (see :class:`PrototypeHead`, :class:`KnnHead`,
     :class:`LinearHead`). Faces without a stored embedding are embedded first (``progress``).
@@ -685,25 +737,20 @@ def train_embedding_run(
         correct = best == y_genuine
         val_acc = float(np.mean(correct)) if len(correct) else float("nan")  # as _accuracy, scored once
         cache_dir = workspace.root / ".facelab" / "cache"
-        if strangers is not None:
-            x_strangers = stranger_vectors(Path(strangers), "calibration", model, cache_dir)
-            stranger_best = (
-                openset.open_scores(fitted.scores(x_strangers), classes) if len(x_strangers) else np.zeros(0)
-            )
-            source = f"{Path(strangers).resolve()} (calibration half, {len(stranger_best)} faces)"
-        else:
-            stranger_best = leave_one_person_out_scores(head, head_params, x_train, y_train, x_val, y_val, classes)
-            source = "leave-one-person-out on the val split"
-        calibration = openset.calibrate(
-            stranger_best,
-            top,
-            correct,
-            target_fpir,
-            score_kind=fitted.score_kind,
-            stranger_source=source,
-            margins=margin,
+        x_strangers = stranger_vectors(Path(strangers), "calibration", model, cache_dir) if strangers else None
+        calibration = calibrate_vectors(
+            head,
+            head_params,
+            fitted,
+            np.vstack([x_train, x_val]),
+            np.concatenate([y_train, y_val]),
+            classes,
+            (top, correct, margin),
+            embedder=model,
+            bystanders=bystander_vectors(workspace, model),
+            strangers=x_strangers,
+            target_fpir=target_fpir,
         )
-        calibration = with_default_floor(calibration, default_threshold(model, head, head_params), top, correct)
 
         run_dir = _unique_run_dir(workspace.runs_dir, name or f"emb-{model}-{head}")
         run_dir.mkdir(parents=True)

@@ -328,10 +328,33 @@ class Calibration:
     min_margin: float | None = None
     lookalike_share_of_errors: float | None = None
     warning: str | None = None
+    # Without a strangers folder (facelab.impostors): the share of strangers the evidence expects to
+    # be named, the evidence itself (source, samples, people met), and both rates in plain words.
+    expected_fpir: float | None = None
+    evidence: list[dict] | None = None
+    expected: str | None = None
 
     def to_json(self) -> dict:
         out = asdict(self)
         return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in out.items()}
+
+
+def lookalike_margin(
+    margins: np.ndarray | None, correct: np.ndarray, lookalike_share: float = 0.05
+) -> tuple[float | None, float | None]:
+    """The look-alike margin: below it ``lookalike_share`` of correctly named faces fall (5%: one right
+    answer in twenty asks for confirmation); and the share of misnamed faces it catches. Raise
+    ``lookalike_share`` to catch more misnamed faces. ``(None, None)`` without margins."""
+    correct = np.asarray(correct, dtype=bool).ravel()
+    if margins is None or not correct.any():
+        return None, None
+    m = np.asarray(margins, dtype=np.float64).ravel()
+    finite = np.isfinite(m) & correct
+    if not finite.any():
+        return None, None
+    min_margin = float(np.quantile(m[finite], lookalike_share))
+    wrong = ~correct
+    return min_margin, (float(np.mean(m[wrong] < min_margin)) if wrong.any() else None)
 
 
 def strangers_needed(target_fpir: float) -> float:
@@ -398,14 +421,7 @@ def calibrate(
     if threshold is None:
         warning = "no strangers to calibrate on: the model never answers unknown"
     fpir, fnir = rates_at(threshold, genuine, correct, strangers)
-    min_margin = share = None
-    if margins is not None and correct.any():
-        m = np.asarray(margins, dtype=np.float64).ravel()
-        finite = np.isfinite(m) & correct
-        if finite.any():
-            min_margin = float(np.quantile(m[finite], lookalike_share))
-            wrong = ~correct
-            share = float(np.mean(m[wrong] < min_margin)) if wrong.any() else None
+    min_margin, share = lookalike_margin(margins, correct, lookalike_share)
     return Calibration(
         threshold=threshold,
         target_fpir=float(target_fpir),

@@ -43,6 +43,7 @@ import numpy as np
 
 from facelab import backbones as bb
 from facelab.config import Augment, Device, Strategy, TrainConfig
+from facelab.gate import EmbeddingGate, fit_gate
 from facelab.imageio import write_text_atomic
 from facelab.items import OTHERS, class_names_of
 from facelab.runs import HISTORY_FIELDS, read_summary, register_loader
@@ -1098,7 +1099,7 @@ def train_workspace(
     val_items = load_items(ws, "val", config.faces, config.include_others)
     if not train_items:
         raise ValueError(f"{ws.root}: no {config.faces} faces in the train split; run facelab split {ws.root} first")
-    return fit(
+    result = fit(
         config,
         [(i.crop_path, i.person) for i in train_items],
         [(i.crop_path, i.person) for i in val_items],
@@ -1110,6 +1111,35 @@ def train_workspace(
             "n_others_train": sum(item.person == OTHERS for item in train_items),
         },
     )
+    write_gate(ws, run_dir, reporter=reporter)
+    return result
+
+
+def write_gate(ws: Workspace, run_dir: Path, strangers: Path | None = None, reporter: Reporter | None = None) -> bool:
+    """Give a finished CNN run its embedding gate (:mod:`facelab.gate`), so it answers unknown for
+    strangers; ``strangers`` defaults to the folder the workspace remembers. False (and a message)
+    when no face embedder is installed: the run then names every face, and recognition warns."""
+    from facelab.embedders import EmbedderUnavailable
+
+    if strangers is None:
+        remembered = ws.setting("strangers")
+        strangers = Path(remembered) if remembered and Path(remembered).is_dir() else None
+    summary = read_summary(run_dir)
+    try:
+        gate, calibration = fit_gate(
+            ws,
+            json.loads((run_dir / "classes.json").read_text(encoding="utf-8")),
+            faces=summary.get("faces", "resolved"),
+            strangers=strangers,
+        )
+    except (EmbedderUnavailable, ImportError, ValueError) as exc:
+        if reporter is not None:
+            reporter.message(f"{run_dir.name}: no embedding gate ({exc}); this model names every face, strangers too")
+        return False
+    gate.save(run_dir, calibration)
+    if reporter is not None and calibration.expected:
+        reporter.message(f"{run_dir.name}: a name stands only if the face embedding agrees — {calibration.expected}")
+    return True
 
 
 # -- loading a run ------------------------------------------------------------------------------
@@ -1135,6 +1165,12 @@ class TransferModel:
         calibration = json.loads(openset.read_text(encoding="utf-8")) if openset.exists() else {}
         self.threshold: float | None = calibration.get("threshold")
         self.min_margin: float | None = calibration.get("min_margin")
+        # A name stands only if the face embedding agrees (facelab.gate); refused rows score −1,
+        # so the gate needs a threshold of at least 0 even where the softmax has none.
+        self.gate = EmbeddingGate.load(self.run_dir)
+        if self.gate is not None and self.threshold is None:
+            self.threshold = 0.0
+        self.workspace = Path(self.summary["workspace"]) if self.summary.get("workspace") else None
         self.batch_size = batch_size
         self._device_request = device
         self._net: Any = None
@@ -1201,10 +1237,16 @@ class TransferModel:
         return self._run(images, "scores")
 
     def predict_items(self, items: Sequence[SplitItem]) -> np.ndarray:
-        """Probabilities for workspace faces, read from their crop files one batch at a time."""
+        """Probabilities for workspace faces, read from their crop files one batch at a time (−1 for
+        a face whose name the embedding gate refuses)."""
         from facelab.transforms import read_image
 
-        return self.predict_images(read_image(item.crop_path) for item in items)
+        scores = self.predict_images(read_image(item.crop_path) for item in items)
+        if self.gate is None or not len(items):
+            return scores
+        from facelab.embed_track import item_vectors
+
+        return self.gate.apply(scores, item_vectors(self.workspace, list(items), self.gate.embedder), self.classes)
 
     def _face_crops(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[Any]:
         from facelab.align import crop_face
@@ -1214,7 +1256,12 @@ class TransferModel:
         return [from_array(crop_face(rgb, face, margin=self.crop_margin, size=256)) for face in faces]
 
     def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
-        return self.predict_images(self._face_crops(rgb, faces))
+        scores = self.predict_images(self._face_crops(rgb, faces))
+        if self.gate is None or not faces:
+            return scores
+        from facelab.embedders import get_embedder
+
+        return self.gate.apply(scores, get_embedder(self.gate.embedder).embed(rgb, faces), self.classes)
 
     # -- penultimate features ----------------------------------------------------------------
     def features_images(self, images: Iterable[Any]) -> np.ndarray:
