@@ -218,9 +218,10 @@ def main() -> None:
 
 def write_table(args: argparse.Namespace, results: dict, seconds: float) -> None:
     lines = [
-        "# Unknown without a strangers folder (bench/bench_unknown.py)",
+        "## Unknown without a strangers folder",
         "",
-        f"Machine: {machine_line()}; {seconds:.0f} s. Head: `{args.head}` on dlib embeddings; target FPIR "
+        f"Measured {time.strftime('%Y-%m-%d')} by `bench/bench_unknown.py` on {machine_line()}; {seconds:.0f} s. "
+        f"Head: `{args.head}` on dlib embeddings; target FPIR "
         f"{TARGET:.0%}. Galleries drawn from the ten people of celeb5 + sports5 ({args.subsets} random "
         "galleries per size below 10, seeded; one of 10). FPIR: share of the 300 LFW stranger photos "
         "(../shared/data/strangers) given a name on any face of 40 px or more; FNIR: share of the gallery's "

@@ -10,7 +10,8 @@ import pytest
 
 pytest.importorskip("dlib", reason="dlib-bin is not installed")
 
-from facelab.auto import CANDIDATES, _rank_key, auto_select, calibrate_run
+from facelab import workflow
+from facelab.auto import CANDIDATES, _rank_key, calibrate_run
 from facelab.embed_track import train_embedding_run
 from facelab.store import Workspace
 
@@ -36,12 +37,15 @@ def strangers(stranger_links) -> Path:
 def test_auto_calibrates_every_candidate_and_tests_only_the_winner(group_ws: Path, strangers: Path) -> None:
     embedding = tuple(c for c in CANDIDATES if c.name.startswith("emb-"))
     with Workspace(group_ws) as ws:
-        outcome = auto_select(ws, budget_minutes=5, strangers=strangers, candidates=embedding)
+        outcome, deployment = workflow.auto(ws, budget_minutes=5, strangers=strangers, candidates=embedding)
         current = ws.setting("current_model")
+    # Deployed when no worse than the model current before (none, in a fresh workspace).
+    assert deployment.current == current and (deployment.deployed or deployment.previous is not None)
     assert len(outcome.rows) == len(embedding)
     runs = [group_ws / "runs" / row["run"] for row in outcome.rows]
     assert all((run / "openset.json").is_file() for run in runs)  # every candidate has its threshold
-    assert outcome.rows[0]["run"] == outcome.winner.name == current
+    assert outcome.rows[0]["run"] == outcome.winner.name
+    assert current == outcome.winner.name or not deployment.deployed
     # 30 calibration strangers alone are too few for FPIR 1% (99 needed), but the reference strangers
     # shipped with facelab make every threshold rest on ~1,000 impostors: FNIR ranks, then accuracy.
     assert all(row["val_accuracy"] == 1.0 for row in outcome.rows)

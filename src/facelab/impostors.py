@@ -254,19 +254,19 @@ def expected_words(expected_fpir: float | None, fnir: float | None) -> str:
     in 100 photos of your people may be missed"."""
     parts = []
     if expected_fpir is not None and math.isfinite(expected_fpir):
-        parts.append(f"about {_per_100(expected_fpir)} in 100 strangers may be given a name")
+        parts.append(f"{_per_100(expected_fpir)} in 100 strangers may be given a name")
     if fnir is not None and math.isfinite(fnir):
-        parts.append(f"about {_per_100(fnir)} in 100 faces of your people may be missed or misnamed")
+        parts.append(f"{_per_100(fnir)} in 100 faces of your people may be missed or misnamed")
     return "; ".join(parts)
 
 
 def _per_100(rate: float) -> str:
     value = 100 * rate
     if value == 0:
-        return "0"
-    if value < 1:
-        return "fewer than 1" if value < 0.5 else "1"
-    return f"{value:.0f}"
+        return "none"
+    if value < 0.5:
+        return "fewer than 1"
+    return f"about {value:.0f}"
 
 
 def calibrate_gallery(

@@ -62,6 +62,12 @@ def register_loader(track: str, loader: Loader) -> None:
     _LOADERS[track] = loader
 
 
+def run_name(run_dir: Path) -> str:
+    """A run's name as people see it: ``RUN`` for ``RUN`` and for its deployed refit ``RUN/deployed``."""
+    run_dir = Path(run_dir)
+    return run_dir.parent.name if run_dir.name == "deployed" else run_dir.name
+
+
 def read_summary(run_dir: Path) -> dict:
     path = Path(run_dir) / "summary.json"
     if not path.exists():

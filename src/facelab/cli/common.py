@@ -65,11 +65,56 @@ def open_workspace(path: Path, create: bool = False, *, write: bool = False, wai
             ws.close()
 
 
+Advance = Callable[[int, int, object], None]
+
+# Every command takes the workspace the same way: first on the line (as it always could) or as
+# -w/--workspace (as build, run and album index always did).
+WorkspaceFlag = Annotated[
+    Path | None,
+    typer.Option("--workspace", "-w", help="Workspace folder (or give it first on the line)."),
+]
+
+
+def workspace_from(positional: Path | str | None, flag: Path | None, rest: list | None = None) -> tuple[Path, list]:
+    """The workspace a command was given, and its other positional arguments.
+
+    With ``-w WS`` the first positional word is not the workspace but the first of ``rest`` (the
+    photos of ``recognize -w WS a.jpg``). Neither given, or two different workspaces: one line, exit 2.
+    """
+    more = rest is not None
+    rest = list(rest or [])
+    if flag is None:
+        if positional is None:
+            stderr.print("[red]which workspace?[/] give it first (facelab COMMAND WS …) or as -w WS")
+            raise typer.Exit(2)
+        return Path(positional), rest
+    if positional is not None:
+        if not more and Path(positional) != Path(flag):
+            stderr.print(f"[red]two workspaces given[/] ({positional} and -w {flag}): give one", highlight=False)
+            raise typer.Exit(2)
+        if more:
+            rest.insert(0, positional)
+    return Path(flag), rest
+
+
 @contextmanager
-def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int, object], None]]:
+def progress_bar(label: str, quiet: bool = False) -> Iterator[Advance]:
     """Yields ``advance(done, total, item)``; shows a Rich bar with ETA unless ``quiet``."""
+    with progress_bars(label, quiet=quiet) as (advance,):
+        yield advance
+
+
+@contextmanager
+def progress_bars(*labels: str, quiet: bool = False) -> Iterator[tuple[Advance, ...]]:
+    """One ``advance(done, total, item)`` per label, shown as bars of one display (a terminal allows
+    only one live display at a time). When stderr is not a terminal (piped, a log file, CI), a
+    plain line per step instead — at most one every :data:`PIPED_EVERY_SECONDS`, plus the last —
+    with elapsed and remaining time, so a long run never looks stuck."""
     if quiet:
-        yield lambda done, total, item=None: None
+        yield tuple((lambda done, total, item=None: None) for _ in labels)
+        return
+    if not stderr.is_terminal:
+        yield tuple(_piped_progress(label) for label in labels)
         return
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -80,13 +125,48 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int
         console=stderr,
         transient=False,
     ) as progress:
-        task = progress.add_task(label, total=None, item="")
 
-        def advance(done: int, total: int, item: object = None) -> None:
-            name = Path(str(item)).name if item is not None else ""
-            progress.update(task, completed=done, total=total, item=name[:40])
+        def bar(label: str) -> Advance:
+            task = None
 
-        yield advance
+            def advance(done: int, total: int, item: object = None) -> None:
+                nonlocal task
+                if task is None:  # a bar appears when its step starts, not before
+                    task = progress.add_task(label, total=None, item="")
+                name = Path(str(item)).name if item is not None else ""
+                progress.update(task, completed=done, total=total, item=name[:40])
+
+            return advance
+
+        yield tuple(bar(label) for label in labels)
+
+
+PIPED_EVERY_SECONDS = 10.0
+
+
+def _piped_progress(label: str) -> Advance:
+    import time
+
+    started = time.monotonic()
+    last = -PIPED_EVERY_SECONDS
+
+    def advance(done: int, total: int, item: object = None) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < PIPED_EVERY_SECONDS and done < total:
+            return
+        last = now
+        elapsed = now - started
+        left = f", ~{_clock(elapsed * (total - done) / done)} left" if 0 < done < total else ""
+        what = f" ({Path(str(item)).name[:40]})" if item is not None else ""
+        stderr.print(f"{label}: {done}/{total}{what}, {_clock(elapsed)} elapsed{left}", highlight=False)
+
+    return advance
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
 
 def print_unknown_expectation(run_dir: Path) -> None:

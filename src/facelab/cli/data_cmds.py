@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, open_workspace, progress_bar
+from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, progress_bar, progress_bars, workspace_from
 
 console = Console()
 err = Console(stderr=True)
@@ -128,34 +128,45 @@ def build(
     and review decisions, until they come back or --prune forgets them. A PHOTOS folder with no
     photo at all changes nothing.
     """
-    from facelab.build import build as run_build
-    from facelab.contact import write_contact_sheets
-    from facelab.reports import write_reports
+    from facelab import workflow
 
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
-        with progress_bar("Finding faces", quiet) as advance:
-            result = build_or_exit(
-                lambda: run_build(
-                    photos,
+        with progress_bars("Finding faces", "Embedding faces", quiet=quiet) as (advance, embedding):
+            ingested = build_or_exit(
+                lambda: workflow.ingest(
                     ws,
+                    photos,
                     detector=detector,
                     margin=margin,
-                    progress=advance,
+                    resolve=resolve,
                     prune=prune,
                     scan=None if wait else scan,
+                    progress=advance,
+                    identity_progress=embedding,
                 )
             )
-        for issue in result.errors:
-            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}", highlight=False)
-        if resolve:
-            resolve_identities_cli(ws, quiet)
-        write_reports(ws)
-        write_contact_sheets(ws)
+        result = ingested.build
+        print_ingest_notes(ingested)
         print_build_summary(result, ws, photos)
         if result.readable == 0:
             err.print("[red]None of the photos could be read.[/]")
             raise typer.Exit(1)
+        err.print(
+            f"next: facelab review {workspace} (check the crops, optional), then facelab split {workspace}",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def print_ingest_notes(ingested) -> None:
+    """Unreadable photos by name, then what identity resolution decided (or why it was skipped)."""
+    for issue in ingested.build.errors:
+        err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}", highlight=False)
+    if ingested.identity_note:
+        err.print(f"[yellow]{ingested.identity_note}[/]", highlight=False)
+    elif ingested.identities is not None:
+        console.print(ingested.identities.describe())
 
 
 def scan_or_exit(photos: Path, workspace: Path):
@@ -206,7 +217,7 @@ def resolve_identities_cli(ws, quiet: bool) -> None:
 
 @app.command()
 def review(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder.")] = None,
     list_: Annotated[bool, typer.Option("--list", help="List crops: id, person, status, role, quality.")] = False,
     suspicious: Annotated[
         bool, typer.Option(help="Only crops worth a look (ambiguous, suspicious, low quality), worst first.")
@@ -217,12 +228,14 @@ def review(
     move: Annotated[int | None, typer.Option(help="Crop id to file under another person (with --to).")] = None,
     to: Annotated[str | None, typer.Option(help="Person to move the crop to.")] = None,
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Check the crops by hand (the seed's verification step): list, accept, reject, move.
 
     Decisions are final: automatic identity resolution never overrides them. Run `facelab split`
     afterwards to refresh the exported data set.
     """
+    workspace, _ = workspace_from(workspace, workspace_flag)
     from facelab.review import list_crops, move_crop, set_status
     from facelab.types import CropStatus
 
@@ -254,7 +267,7 @@ def review(
 
 @app.command()
 def split(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder (after build).")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder (after build).")] = None,
     ratios: Annotated[
         tuple[float, float, float], typer.Option(help="Train, val and test fractions of each person's photos.")
     ] = (0.6, 0.2, 0.2),
@@ -263,11 +276,13 @@ def split(
         str, typer.Option(help="resolved: only faces that are the folder's person; all: every face (seed).")
     ] = "resolved",
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Split photos into train/val/test by person, grouping each photo's faces and near-duplicates.
 
     Exports WS/dataset/{train,val,test}/<person>/*.jpg and WS/dataset/manifest.csv.
     """
+    workspace, _ = workspace_from(workspace, workspace_flag)
     from facelab.split import split_workspace
 
     with open_workspace(workspace, write=True, wait=wait) as ws:
@@ -277,6 +292,11 @@ def split(
             err.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
         print_split_summary(result)
+    err.print(
+        f"next: facelab auto {workspace} (train candidates, keep the best), or facelab train {workspace} …",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def print_split_summary(result) -> None:

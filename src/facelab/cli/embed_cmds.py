@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, open_workspace
+from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, workspace_from
 
 err = Console(stderr=True)
 
@@ -30,18 +30,26 @@ def _csv_line(*fields: object) -> None:
 
 @app.command()
 def enroll(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")],
-    photos: Annotated[list[Path], typer.Argument(help="Photos of the person (the largest face of each is used).")],
     person: Annotated[str, typer.Option("--person", "-p", help="The person's name.")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder.")] = None,
+    photos: Annotated[
+        list[Path] | None, typer.Argument(help="Photos of the person (the largest face of each is used).")
+    ] = None,
     model: ModelOpt = "dlib",
     detector: DetectorOpt = None,
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Add a person, or more photos of one, to every embedding-track model of the workspace — no retraining.
 
     Prints photo,person,enrolled|skipped,note per photo. A photo with no face (or that cannot be
     read) is reported and skipped. Undo with: facelab forget WS --person NAME
     """
+    workspace, photos = workspace_from(workspace, workspace_flag, photos or [])
+    photos = [Path(p) for p in photos]
+    if not photos:
+        err.print(f"[red]no photos given[/]: facelab enroll {workspace} PHOTO... --person NAME")
+        raise typer.Exit(2)
     from facelab.embed_track import enroll as enroll_photos
     from facelab.embedders import EmbedderUnavailable
 
@@ -66,11 +74,13 @@ def enroll(
 
 @app.command()
 def forget(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder.")],
     person: Annotated[str, typer.Option("--person", "-p", help="The person to forget.")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder.")] = None,
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Delete everything 'enroll' stored about a person (their face vectors), and say what was removed."""
+    workspace, _ = workspace_from(workspace, workspace_flag)
     from facelab.embed_track import forget as forget_person
 
     with open_workspace(workspace, write=True, wait=wait) as ws:
@@ -106,36 +116,25 @@ def verify(
     detector: DetectorOpt = None,
 ) -> None:
     """Are the largest faces of two photos the same person? Prints: a,b,same|different,distance,threshold."""
-    import numpy as np
-
-    from facelab.embedders import EmbedderUnavailable, embed_largest_face, embedder_info
-    from facelab.imageio import ImageError, load_rgb
+    from facelab.api import NoFace
+    from facelab.api import verify as verify_faces
+    from facelab.embedders import EmbedderUnavailable
+    from facelab.imageio import ImageError
 
     try:
-        info = embedder_info(model)
+        check = verify_faces(photo_a, photo_b, threshold=threshold, model=model, detector=detector)
     except KeyError as exc:
         err.print(f"[red]{exc.args[0]}[/]")
         raise typer.Exit(2) from exc
-    limit = info.verify_distance if threshold is None else threshold
-    vectors = []
-    for photo in (photo_a, photo_b):
-        try:
-            _, vector, n_faces = embed_largest_face(load_rgb(photo), model, detector)
-        except ImageError as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from exc
-        except EmbedderUnavailable as exc:
-            err.print(f"[red]{exc}[/]")
-            raise typer.Exit(2) from exc
-        if vector is None:
-            err.print(f"[red]{photo}: no face found[/] — use a photo where the face is larger and frontal")
-            raise typer.Exit(2)
+    except (ImageError, EmbedderUnavailable, NoFace) as exc:
+        err.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from exc
+    for photo, n_faces in zip((photo_a, photo_b), check.faces_in_image, strict=True):
         if n_faces > 1:
             err.print(f"{photo}: {n_faces} faces; comparing the largest")
-        vectors.append(vector)
-    distance = float(np.linalg.norm(vectors[0] - vectors[1]))
-    same = distance <= limit
-    _csv_line(photo_a, photo_b, "same" if same else "different", f"{distance:.4f}", f"{limit:.4f}")
-    verdict = "same person" if same else "different people"
-    sign = "≤" if same else ">"
-    err.print(f"{verdict}: distance {distance:.3f} {sign} threshold {limit:.3f} ({model}, euclidean)")
+    _csv_line(
+        photo_a, photo_b, "same" if check.same else "different", f"{check.distance:.4f}", f"{check.threshold:.4f}"
+    )
+    verdict = "same person" if check.same else "different people"
+    sign = "≤" if check.same else ">"
+    err.print(f"{verdict}: distance {check.distance:.3f} {sign} threshold {check.threshold:.3f} ({model}, euclidean)")

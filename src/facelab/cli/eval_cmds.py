@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -10,10 +11,32 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, open_workspace, print_unknown_expectation, progress_bar
+from facelab.cli.common import (
+    WaitOpt,
+    WorkspaceFlag,
+    open_workspace,
+    print_unknown_expectation,
+    progress_bar,
+    progress_bars,
+    workspace_from,
+)
+from facelab.workflow import DEFAULTS
 
 console = Console()
+
+
+class SplitName(StrEnum):
+    TEST = "test"
+    VAL = "val"
+    TRAIN = "train"
+
+
 err = Console(stderr=True)
+
+
+def _round(value: float | None) -> str:
+    """A threshold as people read it (0.5, not 0.5048296127958938)."""
+    return "none" if value is None else f"{value:.2f}"
 
 
 def _pct(value: float | None) -> str:
@@ -29,7 +52,8 @@ def print_metrics(metrics: dict, run_dir: Path) -> None:
     )
     if "fpir" in metrics:
         console.print(
-            f"unknown threshold {metrics.get('threshold')}: strangers named (FPIR) {_pct(metrics.get('fpir'))}, "
+            f"unknown threshold {_round(metrics.get('threshold'))}: "
+            f"strangers named (FPIR) {_pct(metrics.get('fpir'))}, "
             f"known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
         )
     if metrics.get("n_bystanders"):
@@ -48,7 +72,9 @@ def print_metrics(metrics: dict, run_dir: Path) -> None:
 @app.command()
 def evaluate(
     run: Annotated[Path, typer.Argument(help="Run folder (WS/runs/NAME).")],
-    split: Annotated[str, typer.Option(help="Split to evaluate: test (default), val or train.")] = "test",
+    split: Annotated[SplitName, typer.Option(help="Split to evaluate: test (default), val or train.")] = (
+        SplitName.TEST
+    ),
     strangers: Annotated[
         Path | None,
         typer.Option(help="Folder of photos of people NOT in the data set: measures how often they get a name."),
@@ -63,7 +89,7 @@ def evaluate(
     if not (run / "summary.json").exists():
         err.print(f"[red]{run} is not a run folder[/] (no summary.json); runs live in WS/runs/")
         raise typer.Exit(2)
-    metrics = evaluate_run(run, split=split, strangers=strangers)
+    metrics = evaluate_run(run, split=split.value, strangers=strangers)
     print_metrics(metrics, run)
 
 
@@ -94,20 +120,91 @@ def compare(
 
 @app.command()
 def auto(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder (after build and split).")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder (after build and split).")] = None,
     budget: Annotated[float, typer.Option(help="Minutes to spend training candidates.")] = 10.0,
     strangers: Annotated[
         Path | None, typer.Option(help="Photos of people not in the data set, to calibrate 'unknown'.")
     ] = None,
+    target_fpir: Annotated[
+        float, typer.Option(help="Share of strangers allowed a name when calibrating 'unknown' (0.01: 1 in 100).")
+    ] = DEFAULTS.target_fpir,
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
-    """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test."""
-    from facelab.auto import auto_select, strangers_folder
+    """Train candidates cheapest first, pick the best on validation, evaluate only the winner on test.
 
-    with open_workspace(workspace, write=True, wait=wait) as ws, progress_bar("Candidates", quiet=False) as advance:
-        strangers = _announce_strangers(strangers, strangers_folder(ws, strangers))
-        outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
-    _print_auto(outcome)
+    The winner becomes the current model only if it is no worse than the current one on the same
+    validation faces (`facelab use WS RUN` chooses by hand)."""
+    workspace, _ = workspace_from(workspace, workspace_flag)
+    from facelab import workflow
+
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        if not load_items_any(ws):
+            err.print(
+                f"[red]{ws.root} has no training faces yet[/]: build it (facelab build PHOTOS -w {workspace}), "
+                f"then run facelab split {workspace}",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2)
+        strangers = _announce_strangers(strangers, workflow.strangers_folder(ws, strangers))
+        with progress_bar("Candidates", quiet=False) as advance:
+            outcome, deployment = workflow.auto(
+                ws,
+                budget_minutes=budget,
+                strangers=strangers,
+                target_fpir=target_fpir,
+                progress=advance,
+                on_phase=lambda text: err.print(f"{text}…", highlight=False),
+            )
+        _print_auto(outcome, deployment, ws.root)
+
+
+def load_items_any(ws) -> bool:
+    """Whether the workspace has training faces (built and split)."""
+    from facelab.items import FaceSelection, load_items
+
+    return bool(load_items(ws, "train", FaceSelection.RESOLVED))
+
+
+@app.command()
+def use(
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder.")] = None,
+    run: Annotated[str | None, typer.Argument(help="A finished run: its name (see WS/runs) or its folder.")] = None,
+    wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
+) -> None:
+    """Make a finished run the current model, the one `facelab recognize WS` and the web app use.
+
+    An embedding run is deployed refit on every labelled face (train + val + test), in RUN/deployed;
+    its test figures stay those of RUN. A run that cannot answer unknown is accepted with a warning.
+    """
+    workspace, given = workspace_from(workspace, workspace_flag, [run] if run else [])
+    if len(given) != 1:
+        err.print("[red]which run?[/] facelab use WS RUN (a name under WS/runs or a run folder)")
+        raise typer.Exit(2)
+    run = str(given[0])
+    from facelab import workflow
+
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        target = Path(run)
+        if not target.is_dir():
+            target = ws.runs_dir / run
+        try:
+            deployment = workflow.deploy(ws, target, force=True)
+        except (FileNotFoundError, ValueError) as exc:
+            names = ", ".join(sorted(p.name for p in ws.runs_dir.glob("*") if (p / "summary.json").is_file()))
+            err.print(f"[red]{exc}[/]" + (f" — finished runs: {names}" if names else ""), highlight=False)
+            raise typer.Exit(2) from exc
+        for line in workflow.describe(deployment):
+            err.print(line, highlight=False, soft_wrap=True)
+        if deployment.candidate is not None and not deployment.candidate.open_set:
+            err.print(
+                "[yellow]warning: this model cannot answer unknown — every stranger will be given a name[/]",
+                highlight=False,
+            )
+        err.print(f"next: facelab recognize {workspace} PHOTO_OR_FOLDER", highlight=False, soft_wrap=True)
+    console.print(deployment.current or "", highlight=False, soft_wrap=True)
 
 
 def _announce_strangers(given: Path | None, used: Path | None) -> Path | None:
@@ -116,7 +213,7 @@ def _announce_strangers(given: Path | None, used: Path | None) -> Path | None:
     return used
 
 
-def _print_auto(outcome) -> None:
+def _print_auto(outcome, deployment, workspace: Path) -> None:
     prefix = outcome.comparison.name.removesuffix("comparison.md")  # auto-<stamp>-, shared by the runs
     table = Table(title=f"Candidates {prefix}*, best first by {outcome.ranked_by}")
     for column in ("run", "val accuracy", "val FNIR", "seconds", "params"):
@@ -132,10 +229,18 @@ def _print_auto(outcome) -> None:
     console.print(table)
     for note in outcome.skipped:
         err.print(f"[yellow]skipped[/] {note}")
-    console.print(f"winner: [bold]{outcome.winner.name}[/] (now the workspace's current model)")
+    from facelab.workflow import describe
+
+    console.print(f"winner: [bold]{outcome.winner.name}[/]")
+    for line in describe(deployment):
+        console.print(line, highlight=False, soft_wrap=True)
     print_unknown_expectation(outcome.winner)
     print_metrics(outcome.metrics, outcome.winner)
     console.print(f"comparison: {outcome.comparison}")
+    if deployment.current is not None:
+        console.print(f"next: facelab recognize {workspace} PHOTO_OR_FOLDER", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"next: facelab use {workspace} {outcome.winner.name}", highlight=False, soft_wrap=True)
 
 
 @app.command(name="run")
@@ -146,54 +251,63 @@ def run_pipeline(
     strangers: Annotated[
         Path | None,
         typer.Option(
-            help="Photos of people NOT in the data set, to calibrate 'unknown' (without it, the other people "
-            "in your own photos are used)."
+            help="Photos of people NOT in the data set, to calibrate 'unknown'. Without it facelab calibrates "
+            "on strangers it ships with, on your people left out in turn, and on the bystanders in your photos."
         ),
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (see `facelab detectors`).")] = None,
     seed: Annotated[int, typer.Option(help="Split seed.")] = 0,
+    target_fpir: Annotated[
+        float, typer.Option(help="Share of strangers allowed a name when calibrating 'unknown' (0.01: 1 in 100).")
+    ] = DEFAULTS.target_fpir,
     wait: WaitOpt = False,
 ) -> None:
     """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
-    from facelab.auto import auto_select, strangers_folder
-    from facelab.build import build as run_build
+    from facelab import workflow
     from facelab.cli.data_cmds import (
         build_or_exit,
         print_build_summary,
+        print_ingest_notes,
         print_split_summary,
-        resolve_identities_cli,
         scan_or_exit,
     )
-    from facelab.contact import write_contact_sheets
-    from facelab.reports import write_reports
-    from facelab.split import split_workspace
 
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         console.rule("1/4 build: find and crop faces")
-        with progress_bar("Finding faces") as advance:
-            built = build_or_exit(
-                lambda: run_build(photos, ws, detector=detector, progress=advance, scan=None if wait else scan)
+        with progress_bars("Finding faces", "Embedding faces") as (advance, embedding):
+            ingested = build_or_exit(
+                lambda: workflow.ingest(
+                    ws,
+                    photos,
+                    detector=detector,
+                    scan=None if wait else scan,
+                    progress=advance,
+                    identity_progress=embedding,
+                )
             )
-        for issue in built.errors:
-            err.print(f"[red]unreadable[/] {issue.path}: {issue.reason} — {issue.fix}", highlight=False)
+        built = ingested.build
+        print_ingest_notes(ingested)
         if built.readable == 0:
             err.print(f"[red]No readable photos under {photos}[/] (expected {photos}/<person>/<photo>.jpg)")
             raise typer.Exit(1)
-        resolve_identities_cli(ws, quiet=False)
-        write_reports(ws)
-        write_contact_sheets(ws)
         print_build_summary(built, ws, photos)
         console.rule("2/4 split: train / val / test by photo")
-        print_split_summary(split_workspace(ws, seed=seed))
+        print_split_summary(workflow.split(ws, seed=seed))
         console.rule("3/4 auto: train candidates, pick the best on validation")
-        strangers = _announce_strangers(strangers, strangers_folder(ws, strangers))
+        strangers = _announce_strangers(strangers, workflow.strangers_folder(ws, strangers))
         with progress_bar("Candidates") as advance:
-            outcome = auto_select(ws, budget_minutes=budget, strangers=strangers, progress=advance)
+            outcome, deployment = workflow.auto(
+                ws,
+                budget_minutes=budget,
+                strangers=strangers,
+                target_fpir=target_fpir,
+                progress=advance,
+                on_phase=lambda text: err.print(f"{text}…", highlight=False),
+            )
         console.rule("4/4 result")
-        _print_auto(outcome)
+        _print_auto(outcome, deployment, ws.root)
         console.print(
             f"{len(built.no_face)} photo(s) with no face found: {ws.reports_dir / 'no_face.csv'}; "
             f"faces and their roles: {ws.reports_dir / 'faces.csv'}"
         )
-        console.print(f"Recognize people with: facelab recognize {workspace} PHOTO_OR_FOLDER")

@@ -18,7 +18,8 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, open_workspace, progress_bar
+from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, progress_bar, workspace_from
+from facelab.workflow import DEFAULTS
 
 if TYPE_CHECKING:
     from facelab.recognize import (
@@ -120,7 +121,9 @@ def _fail(message: str) -> typer.Exit:
 
 @app.command(help=RECOGNIZE_HELP)
 def recognize(
-    model: Annotated[Path, typer.Argument(help="Run folder (WS/runs/NAME) or workspace (its current model).")],
+    model: Annotated[
+        Path | None, typer.Argument(help="Run folder (WS/runs/NAME) or workspace (its current model).")
+    ] = None,
     inputs: Annotated[
         list[str] | None, typer.Argument(help="Photos, folders, videos, camera:N or stream URLs.")
     ] = None,
@@ -147,7 +150,7 @@ def recognize(
     ] = None,
     min_face: Annotated[
         int, typer.Option(help="Ignore faces smaller than this many pixels (shorter side); 0 keeps all.")
-    ] = 40,
+    ] = DEFAULTS.min_face,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: facelab's default).")] = None,
     detect_every: Annotated[int, typer.Option(help="Video: detect faces on every k-th frame (higher is faster).")] = 2,
     detect_size: Annotated[
@@ -159,7 +162,10 @@ def recognize(
         typer.Option(help="Video: stop after this many seconds (of video; wall clock when live)."),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
+    model, inputs = workspace_from(model, workspace_flag, inputs or [])
+    inputs = [str(i) for i in inputs]
     from facelab.recognize import (
         MOVING_KINDS,
         PHOTO_COLUMNS,
@@ -396,7 +402,7 @@ def album_index(
     from facelab.recognize import Recognizer
 
     try:
-        recognizer = Recognizer.from_path(model or workspace, detector=detector)
+        recognizer = Recognizer.from_path(model or workspace, detector=detector, min_face=DEFAULTS.min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
     with open_workspace(workspace, write=True, wait=wait) as ws, progress_bar("Indexing", quiet) as advance:
@@ -417,8 +423,10 @@ def album_index(
 
 @album_app.command("find")
 def album_find(
-    workspace: Annotated[Path, typer.Argument(help="Workspace the library was indexed into.")],
-    names: Annotated[list[str], typer.Argument(help="People to look for ('unknown': unrecognised faces).")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace the library was indexed into.")] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(help="People to look for ('unknown': unrecognised faces).")
+    ] = None,
     any_: Annotated[bool, typer.Option("--any", help="Photos with any of the people, not all of them.")] = False,
     exclude: Annotated[
         list[str] | None, typer.Option("--not", help="Leave out photos showing this person (repeatable).")
@@ -429,12 +437,17 @@ def album_find(
     ] = None,
     copy: Annotated[bool, typer.Option(help="With --export: copy the photos instead of linking them.")] = False,
     paths: Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")] = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Photos where all (or --any) of NAMES appear, newest first: CSV file,taken,people on stdout.
 
     taken is the EXIF date the photo was taken (else the file's modification time), ISO 8601;
     people are the names in the photo joined by ';'. Names compare case-insensitively.
     """
+    workspace, names = workspace_from(workspace, workspace_flag, names or [])
+    names = [str(n) for n in names]
+    if not names:
+        raise _fail(f"whom to find? facelab album find {workspace} NAME...")
     from facelab.albums import UnsafeExport, export_album, find_photos, known_names, library_roots
 
     with open_workspace(workspace) as ws:

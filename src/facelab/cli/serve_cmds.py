@@ -9,13 +9,14 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
+from facelab.cli.common import WorkspaceFlag, workspace_from
 
 err = Console(stderr=True)
 
 
 @app.command()
 def serve(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder (created if it does not exist).")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder (created if it does not exist).")] = None,
     host: Annotated[
         str,
         typer.Option(
@@ -51,12 +52,14 @@ def serve(
         float,
         typer.Option(min=0.1, help="Pixels the images of one recognition request may hold; more get 413."),
     ] = 50.0,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
     """Web app: People (upload photos), Review (check faces), Train (with live progress), Recognize
     (a photo or the webcam), plus the REST API documented at /docs.
 
     Example: facelab serve WS, then open http://127.0.0.1:8000
     """
+    workspace, _ = workspace_from(workspace, workspace_flag)
     from facelab.server.security import InsecureBind, check_bind, is_loopback
 
     try:

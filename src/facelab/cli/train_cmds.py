@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, open_workspace, print_unknown_expectation
+from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, print_unknown_expectation, workspace_from
 from facelab.config import Augment, Device, Optimizer, Preset, Strategy
 from facelab.items import FaceSelection
+from facelab.workflow import DEFAULTS
 
 err = Console(stderr=True)
 out = Console()
@@ -32,7 +33,7 @@ class Track(StrEnum):
 
 @app.command()
 def train(
-    workspace: Annotated[Path, typer.Argument(help="Workspace folder (after build and split).")],
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder (after build and split).")] = None,
     track: Annotated[
         Track, typer.Option(help="transfer: train a CNN classifier; embedding: a head on face embeddings.")
     ] = Track.TRANSFER,
@@ -106,23 +107,35 @@ def train(
     ] = False,
     head: Annotated[str, typer.Option(help="embedding track: prototype, knn or linear.")] = "prototype",
     strangers: Annotated[
-        Path | None, typer.Option(help="embedding track: photos of other people, to calibrate 'unknown'.")
+        Path | None,
+        typer.Option(
+            help="Photos of people not in the data set, to calibrate 'unknown' (remembered by the workspace). "
+            "Without it facelab calibrates on strangers it ships with and on your own people."
+        ),
     ] = None,
-    target_fpir: Annotated[float, typer.Option(help="embedding track: share of strangers allowed a name.")] = 0.01,
+    target_fpir: Annotated[
+        float, typer.Option(help="Share of strangers allowed a name when calibrating 'unknown'.")
+    ] = DEFAULTS.target_fpir,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
 ) -> None:
-    """Train a model on the workspace's train split, choosing the epoch on its val split.
+    """Train a model on the workspace's train split, choosing the epoch on its val split, and
+    calibrate its 'unknown' answer.
 
     Writes WS/runs/NAME/ (config.yaml, history.csv, curves.png, best weights, summary.json) and
-    prints the run folder on stdout.
+    prints the run folder on stdout. The run becomes the current model (the one `facelab recognize
+    WS` uses) only if it is no worse than the current one on the validation faces; `facelab use WS
+    RUN` chooses any run by hand.
     """
+    workspace, _ = workspace_from(workspace, workspace_flag)
     if track is Track.EMBEDDING:
         _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others, wait)
         return
 
+    from facelab import workflow
     from facelab.config import TrainConfig
-    from facelab.transfer import NullReporter, RichReporter, train_workspace
+    from facelab.transfer import NullReporter, RichReporter
     from facelab.weights import WeightsUnavailable
 
     options = {
@@ -157,16 +170,43 @@ def train(
     with open_workspace(workspace, write=True, wait=wait) as ws:
         reporter = NullReporter() if quiet else RichReporter()
         try:
-            result = train_workspace(ws, config, name=name, resume=resume, overrides=overrides, reporter=reporter)
+            run_dir = workflow.train_transfer(
+                ws,
+                config,
+                name=name,
+                resume=resume,
+                overrides=overrides,
+                reporter=reporter,
+                strangers=strangers,
+                target_fpir=target_fpir,
+                on_phase=lambda text: err.print(f"{text}…"),
+            )
         except WeightsUnavailable as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
         except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
-    _warn_no_others(result.run_dir, include_others)
-    print_unknown_expectation(result.run_dir)
-    out.print(str(result.run_dir), highlight=False, soft_wrap=True)
+        _warn_no_others(run_dir, include_others)
+        print_unknown_expectation(run_dir)
+        print_deployment(workflow.deploy(ws, run_dir), ws.root, run_dir)
+    out.print(str(run_dir), highlight=False, soft_wrap=True)
+
+
+def print_deployment(deployment, workspace: Path, run_dir: Path) -> None:
+    """Say whether the new run became the current model, why, and the next command."""
+    from facelab.workflow import describe
+
+    for line in describe(deployment):
+        err.print(line, highlight=False, soft_wrap=True)
+    if deployment.deployed:
+        err.print(f"next: facelab recognize {workspace} PHOTO_OR_FOLDER", highlight=False, soft_wrap=True)
+    else:
+        err.print(
+            f"next: facelab evaluate {run_dir} (test figures), or facelab use {workspace} {run_dir.name}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _warn_no_others(run_dir: Path, include_others: bool) -> None:
@@ -197,11 +237,11 @@ def _train_embedding(
     include_others: bool,
     wait: bool = False,
 ) -> None:
-    from facelab.embed_track import train_embedding_run
+    from facelab import workflow
 
     with open_workspace(workspace, write=True, wait=wait) as ws:
         try:
-            run_dir = train_embedding_run(
+            run_dir = workflow.train_embedding(
                 ws,
                 head=head,
                 name=name,
@@ -213,8 +253,9 @@ def _train_embedding(
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
             raise typer.Exit(2) from exc
-    _warn_no_others(run_dir, include_others)
-    print_unknown_expectation(run_dir)
+        _warn_no_others(run_dir, include_others)
+        print_unknown_expectation(run_dir)
+        print_deployment(workflow.deploy(ws, run_dir), ws.root, run_dir)
     out.print(str(run_dir), highlight=False, soft_wrap=True)
 
 

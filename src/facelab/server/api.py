@@ -717,11 +717,15 @@ def run_file(name: str, filename: str, state: State) -> FileResponse:
 
 @router.put("/current-model", response_model=Run, tags=["runs"])
 def set_current(body: CurrentIn, state: State) -> dict[str, Any]:
-    """Make a run the model that recognizes (the Recognize page and ``/api/recognize``)."""
+    """Make a run the model that recognizes (the Recognize page and ``/api/recognize``): the user's
+    choice, as ``facelab use`` (:func:`facelab.workflow.deploy`; an embedding run is deployed refit
+    on every labelled face, in ``RUN/deployed``)."""
+    from facelab.workflow import deploy
+
     with state.workspace() as ws:
         folder = run_dir_of(ws, body.run)
         with state.writing():
-            ws.set_setting("current_model", folder.name)
+            deploy(ws, folder, force=True)
         listing = next(r for r in run_listing(ws) if r["run"] == folder.name)
     state.models.clear()
     return listing

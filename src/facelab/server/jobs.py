@@ -302,13 +302,13 @@ class JobManager:
                 self.on_model_change()
 
     def _train(self, job: Job, ws: Workspace) -> None:
-        from facelab.split import split_workspace
+        from facelab import workflow
 
         params = job.params
         with job.lock:
             job.phase = "split"
         job.note("splitting photos into train / val / test (by photo, no near-duplicate leaks)")
-        split = split_workspace(ws)
+        split = workflow.split(ws)
         for warning in split.warnings:
             job.note(f"warning: {warning}")
         job.check_cancel()
@@ -319,8 +319,16 @@ class JobManager:
         else:
             run_dir, result = self._transfer(job, ws)
         with job.lock:
+            job.phase = "deciding whether it replaces the current model"
+        # One rule for every front end: current only if no worse on the same validation faces.
+        deployment = workflow.deploy(ws, run_dir)
+        result["deployed"] = deployment.deployed
+        result["deployment"] = workflow.describe(deployment)
+        with job.lock:
             job.run, job.result, job.phase = run_dir.name, result, "done"
-        job.note(f"done: {run_dir.name} is now the current model")
+        for line in workflow.describe(deployment):
+            job.note(line)
+        job.note(f"done: {run_dir.name}")
 
     def _embedding_progress(self, job: Job, label: str) -> Callable[[int, int, object], None]:
         def progress(done: int, total: int, item: object = None) -> None:
@@ -358,7 +366,15 @@ class JobManager:
             job.note(f"candidate {number}/{total}: {name}")
             job.check_cancel()
 
-        outcome = auto_select(ws, budget_minutes=budget, strangers=strangers_folder(ws), progress=progress)
+        def phase(text: str) -> None:  # after the candidates: never a full bar that waits in silence
+            with job.lock:
+                job.phase = text
+            job.note(text)
+
+        outcome = auto_select(
+            ws, budget_minutes=budget, strangers=strangers_folder(ws), progress=progress, on_phase=phase
+        )
+        # (deployed by _train, through facelab.workflow.deploy like every other run)
         # Every candidate is calibrated at the end; show what the ranking used.
         fnir_of = {row["run"]: row.get("val_fnir") for row in outcome.rows}
         with job.lock:
@@ -376,32 +392,26 @@ class JobManager:
         }
 
     def _finish_run(self, job: Job, ws: Workspace, run_dir: Path, calibrate: bool) -> dict[str, Any]:
-        from facelab.auto import calibrate_run, strangers_folder
-        from facelab.evaluate import evaluate_run
+        from facelab import workflow
 
-        strangers = strangers_folder(ws)
         if calibrate:
             with job.lock:
                 job.phase = "calibrating the unknown threshold"
-            calibrate_run(ws, run_dir, strangers)
+            workflow.calibrate(ws, run_dir)
         with job.lock:
             job.phase = "evaluating on the test split"
         job.check_cancel()
-        metrics = evaluate_run(run_dir, split="test", strangers=strangers, workspace=ws.root)
-        ws.set_setting("current_model", run_dir.name)
+        metrics = workflow.evaluate(ws, run_dir)
         return {"metrics": _metrics_subset(metrics)}
 
     def _embedding(self, job: Job, ws: Workspace) -> tuple[Path, dict[str, Any]]:
-        from facelab.embed_track import train_embedding_run
+        from facelab import workflow
 
         head = job.params.head
         job.note(f"embedding track: dlib face embeddings + {head} head")
-        from facelab.auto import strangers_folder
-
-        run_dir = train_embedding_run(
+        run_dir = workflow.train_embedding(
             ws,
             head=head,
-            strangers=strangers_folder(ws),
             include_others=job.params.include_others,
             progress=self._embedding_progress(job, "embedding faces"),
         )
@@ -419,8 +429,8 @@ class JobManager:
             job.val_accuracy = _float(summary.get("val_accuracy"))
 
     def _transfer(self, job: Job, ws: Workspace) -> tuple[Path, dict[str, Any]]:
+        from facelab import workflow
         from facelab.config import TrainConfig
-        from facelab.transfer import train_workspace
 
         p = job.params
         config = TrainConfig(
@@ -430,5 +440,10 @@ class JobManager:
             epochs=p.epochs,
             include_others=p.include_others,
         )
-        result = train_workspace(ws, config, reporter=JobReporter(job))
-        return result.run_dir, self._finish_run(job, ws, result.run_dir, calibrate=True)
+
+        def phase(text: str) -> None:
+            with job.lock:
+                job.phase = text
+
+        run_dir = workflow.train_transfer(ws, config, reporter=JobReporter(job), on_phase=phase)  # calibrated too
+        return run_dir, self._finish_run(job, ws, run_dir, calibrate=False)

@@ -31,9 +31,12 @@ class ModelCache:
         name = ws.setting("current_model")
         if not name:
             return None
-        run = ws.runs_dir / name
+        from facelab.workflow import deployed_model_dir
+
+        run = deployed_model_dir(ws.runs_dir / name)
         stamps = tuple(
-            (run / f).stat().st_mtime_ns if (run / f).exists() else 0 for f in ("summary.json", "openset.json")
+            (run / f).stat().st_mtime_ns if (run / f).exists() else 0
+            for f in ("summary.json", "openset.json", "head.npz")
         )
         gallery = ws.query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM gallery")[0]
         return (name, stamps, gallery["n"], gallery["last"], ws.setting("detector"))
@@ -47,8 +50,12 @@ class ModelCache:
             if key != self._key:
                 from facelab.auto import current_model
                 from facelab.recognize import Recognizer
+                from facelab.workflow import DEFAULTS
 
-                self._recognizer = Recognizer(current_model(ws), detector=ws.setting("detector"))
+                # The CLI's and the Python API's defaults: the same face gets the same answer.
+                self._recognizer = Recognizer(
+                    current_model(ws), detector=ws.setting("detector"), min_face=DEFAULTS.min_face
+                )
                 self._key = key
             return self._recognizer
 
@@ -60,6 +67,7 @@ class ModelCache:
 def recognize_file(recognizer: Any, path: Path) -> dict:
     """Faces of one image with names (or ``unknown``), boxes in the image's upright pixels."""
     from facelab.recognize import photo_json
+    from facelab.runs import run_name
 
     result = recognizer.recognize_photo(path, keep_pixels=True)
     if result.error is not None:
@@ -71,7 +79,7 @@ def recognize_file(recognizer: Any, path: Path) -> dict:
         {
             "width": int(width),
             "height": int(height),
-            "model": recognizer.model.run_dir.name,
+            "model": run_name(recognizer.model.run_dir),
             "threshold": recognizer.threshold,
             # Shown as a badge: a model that cannot answer unknown names every stranger.
             "closed_set_warning": recognizer.closed_set_warning(),
@@ -81,33 +89,32 @@ def recognize_file(recognizer: Any, path: Path) -> dict:
 
 
 def verify_files(path_a: Path, path_b: Path, model: str = "dlib", detector: str | None = None) -> dict:
-    """Are the largest faces of two images the same person? Same rule as ``facelab verify``."""
-    import numpy as np
-
-    from facelab.embedders import EmbedderUnavailable, embed_largest_face, embedder_info
-    from facelab.imageio import ImageError, load_rgb
+    """Are the largest faces of two images the same person? :func:`facelab.api.verify`, as JSON."""
+    from facelab.api import NoFace, verify
+    from facelab.embedders import EmbedderUnavailable
+    from facelab.imageio import ImageError
 
     try:
-        info = embedder_info(model)
+        check = verify(path_a, path_b, model=model, detector=detector)
     except KeyError as exc:
         raise OpError(str(exc.args[0]), 422) from exc
-    sides = []
-    for label, path in (("first", path_a), ("second", path_b)):
-        try:
-            face, vector, n_faces = embed_largest_face(load_rgb(path), model, detector)
-        except ImageError as exc:
-            raise OpError(f"{label} image: {exc.reason} — {exc.fix}", 415) from exc
-        except EmbedderUnavailable as exc:
-            raise OpError(str(exc), 503) from exc
-        if vector is None or face is None:
-            raise OpError(f"no face found in the {label} image — use one where the face is larger and frontal", 422)
-        sides.append((face, vector, n_faces))
-    distance = float(np.linalg.norm(sides[0][1] - sides[1][1]))
-    limit = float(info.verify_distance)
+    except NoFace as exc:
+        raise OpError(
+            f"no face found in the {('first', 'second')[exc.index]} image — use one where the face is "
+            "larger and frontal",
+            422,
+        ) from exc
+    except ImageError as exc:
+        label = "first" if exc.path == Path(path_a) else "second"
+        raise OpError(f"{label} image: {exc.reason} — {exc.fix}", 415) from exc
+    except EmbedderUnavailable as exc:
+        raise OpError(str(exc), 503) from exc
     return {
-        "same": distance <= limit,
-        "distance": round(distance, 4),
-        "threshold": limit,
+        "same": check.same,
+        "distance": round(check.distance, 4),
+        "threshold": check.threshold,
         "model": model,
-        "faces": [{"box": list(face.box.as_ints()), "faces_in_image": n} for face, _, n in sides],
+        "faces": [
+            {"box": list(box), "faces_in_image": n} for box, n in zip(check.boxes, check.faces_in_image, strict=True)
+        ],
     }

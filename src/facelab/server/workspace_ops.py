@@ -10,7 +10,6 @@ or interrupted upload never leaves half a photo there; the database changes in t
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import tempfile
@@ -401,24 +400,19 @@ def process_uploads(ws: Workspace, added: list[Path], detector: str | None = Non
     If the build fails, uploaded files that did not make it into the database are removed, so
     the folder and the database agree.
     """
-    from facelab.build import build
-    from facelab.identity import IdentityUnavailable, resolve_identities
-    from facelab.reports import write_reports
+    from facelab import workflow
 
     if not added:
         return
     det, margin = _build_settings(ws, detector)
     try:
-        build(uploads_dir(ws), ws, detector=det, margin=margin)
+        # The CLI's build, step for step (without dlib the largest-face rule stands, as there).
+        workflow.ingest(ws, uploads_dir(ws), detector=det, margin=margin, contact_sheets=False)
     except BaseException:
         for path in added:
             if ws.photo_by_path(str(Path(os.path.abspath(path)))) is None:
                 path.unlink(missing_ok=True)
         raise
-    # Without dlib the build's largest-face rule stands (the CLI says the same and goes on).
-    with contextlib.suppress(IdentityUnavailable):
-        resolve_identities(ws)
-    write_reports(ws)
 
 
 def describe_outcomes(ws: Workspace, outcomes: list[UploadOutcome], paths: list[Path | None]) -> None:
