@@ -52,22 +52,27 @@ def photos(tiny_model, shared_data: Path) -> list[Path]:
     return held + strangers
 
 
-def _key(box, name: str) -> tuple:
-    return (*(int(v) for v in box), name)
+def _key(box, name: str, score) -> tuple:
+    return (*(int(v) for v in box), name, round(float(score), 3))
 
 
 def test_cli_web_and_python_api_give_the_same_faces_and_names(own_ws: Path, photos: list[Path]) -> None:
+    with Workspace(own_ws, create=False) as ws:
+        current = workflow.current_run(ws)
+        assert current is not None
+        workflow.deploy(ws, current, force=True)  # deployed refit: every front end must load it
+        assert workflow.deployed_model_dir(current) != current
     # CLI
     result = _cli().invoke(app, ["recognize", str(own_ws), *map(str, photos), "--format", "csv", "-q"])
     assert result.exit_code == 0, result.output
     cli: dict[str, list] = {str(p): [] for p in photos}
     for row in csv.DictReader(io.StringIO(result.stdout)):
         if row["name"] not in ("no_face", "error"):
-            cli[row["file"]].append(_key((row["x1"], row["y1"], row["x2"], row["y2"]), row["name"]))
+            cli[row["file"]].append(_key((row["x1"], row["y1"], row["x2"], row["y2"]), row["name"], row["score"]))
 
     # Python API
     ws = facelab.Workspace(own_ws)
-    api = {str(p): [_key(face.box, face.name) for face in ws.recognize(p)] for p in photos}
+    api = {str(p): [_key(face.box, face.name, face.score) for face in ws.recognize(p)] for p in photos}
 
     # Web API
     from fastapi.testclient import TestClient
@@ -79,10 +84,10 @@ def test_cli_web_and_python_api_give_the_same_faces_and_names(own_ws: Path, phot
     for photo in photos:
         response = client.post("/api/recognize", files={"file": (photo.name, photo.read_bytes(), "image/jpeg")})
         assert response.status_code == 200, response.text
-        web[str(photo)] = [_key(face["box"], face["name"]) for face in response.json()["faces"]]
+        web[str(photo)] = [_key(face["box"], face["name"], face["score"]) for face in response.json()["faces"]]
 
     assert cli == api == web
-    names = [key[-1] for faces in api.values() for key in faces]
+    names = [key[4] for faces in api.values() for key in faces]
     assert "unknown" in names and len(set(names) - {"unknown"}) >= 3  # real answers, not all one thing
 
 

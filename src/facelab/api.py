@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from facelab import workflow
+from facelab.writelock import write_lock
 
 Image = str | Path | np.ndarray
 BoxTuple = tuple[int, int, int, int]
@@ -156,7 +157,7 @@ class Workspace:
         Store(self.path, create=_create).close()
         self.photos = Path(photos) if photos is not None else None
         self._recognizer: Any = None
-        self._recognizer_run: str | None = None
+        self._recognizer_run: tuple | None = None
 
     @classmethod
     def create(cls, path: str | Path, photos: str | Path | None = None) -> Workspace:
@@ -208,6 +209,43 @@ class Workspace:
         with self._open() as ws:
             return workflow.deploy(ws, run, force=True)
 
+    # -- people ----------------------------------------------------------------------------
+    def enroll(self, name: str, photos: list[str | Path], model: str = "dlib") -> int:
+        """Add a person (or more photos of one) without retraining: the largest face of each photo.
+        Returns how many photos were enrolled (as ``facelab enroll``)."""
+        from facelab.embed_track import enroll
+
+        with self._open() as ws, write_lock(ws.root):
+            return sum(o.ok for o in enroll(ws, name, [Path(p) for p in photos], model=model))
+
+    def forget(self, name: str) -> None:
+        """Remove what :meth:`enroll` stored about a person."""
+        from facelab.embed_track import forget
+
+        with self._open() as ws, write_lock(ws.root):
+            forget(ws, name)
+
+    def rename_person(self, old: str, new: str) -> str:
+        """Rename a person everywhere (kept by later builds); returns what changed, in words."""
+        from facelab import people
+
+        with self._open() as ws:
+            return people.rename(ws, old, new).words()
+
+    def merge_people(self, source: str, into: str) -> str:
+        """Make ``source`` part of ``into`` (photos, faces, review decisions); returns what changed."""
+        from facelab import people
+
+        with self._open() as ws:
+            return people.merge(ws, source, into).words()
+
+    def delete_person(self, name: str) -> str:
+        """Forget a person (their photo files are untouched; builds skip their folder)."""
+        from facelab import people
+
+        with self._open() as ws:
+            return people.delete(ws, name).words()
+
     @property
     def current_run(self) -> str | None:
         """The current model's run folder name (None before training)."""
@@ -227,13 +265,20 @@ class Workspace:
         with self._open() as ws:
             current = workflow.current_run(ws)
             detector = ws.setting("detector")
+            shown = ws.setting("person_shown")  # people renamed, merged or deleted since
         if current is None:
             raise FileNotFoundError(f"{self.path} has no current model yet: call train() or auto() first")
-        if self._recognizer is None or self._recognizer_run != current.name:
+        deployed = workflow.deployed_model_dir(current)
+        # A re-deploy or recalibration rewrites these files: load the model anew then.
+        stamps = tuple(
+            (deployed / f).stat().st_mtime_ns for f in ("summary.json", "openset.json") if (deployed / f).exists()
+        )
+        key = (current.name, shown, stamps)
+        if self._recognizer is None or self._recognizer_run != key:
             from facelab.runs import load_model
 
-            self._recognizer = Recognizer(load_model(current), detector=detector, min_face=workflow.DEFAULTS.min_face)
-            self._recognizer_run = current.name
+            self._recognizer = Recognizer(load_model(deployed), detector=detector, min_face=workflow.DEFAULTS.min_face)
+            self._recognizer_run = key
         return self._recognizer
 
     def recognize(self, image: Image) -> list[RecognizedFace]:

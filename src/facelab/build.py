@@ -29,7 +29,7 @@ import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -81,6 +81,7 @@ class SkipKind(StrEnum):
     LONG_PATH = "path too long"
     LINK = "folder link"  # a loop, or a link into the photo folder or above it
     WORKSPACE = "facelab workspace"  # a folder holding a workspace, not a person's photos
+    DELETED_PERSON = "deleted person"  # the folder of a person deleted with facelab people delete
 
 
 @dataclass(frozen=True)
@@ -421,6 +422,32 @@ class _Scanner:
                 self.scan.photos.append((person, path))
             else:
                 self._other(entry, path, person)
+
+
+def apply_people_names(ws: Workspace, scan: Scan) -> Scan:
+    """File each folder's photos under the person the user made of it (facelab.people: renamed,
+    merged), and leave deleted people's folders out, one skipped line per folder."""
+    from facelab.people import folder_person
+
+    photos, deleted = [], {}
+    for folder, path in scan.photos:
+        person = folder_person(ws, folder)
+        if person is None:
+            deleted.setdefault(folder, path)
+        else:
+            photos.append((person, path))
+    skipped = list(scan.skipped)
+    for folder in deleted:
+        skipped.append(
+            Skipped(
+                scan.root / folder,
+                SkipKind.DELETED_PERSON,
+                "this person was deleted in facelab (facelab people delete)",
+                f"to bring them back: facelab people restore WS {folder}",
+                folder,
+            )
+        )
+    return replace(scan, photos=photos, skipped=skipped)
 
 
 def scan_photos(photos_root: Path | str) -> Scan:
@@ -795,6 +822,7 @@ def build(
     margin = float(margin if margin is not None else DEFAULT_MARGIN)
     with write_lock(ws.root):
         scan = scan if scan is not None else scan_photos(photos_root)
+        scan = apply_people_names(ws, scan)
         builder = Builder(ws, detector, margin, scan.root)
         result = BuildResult(scanned=len(scan.photos), skipped=list(scan.skipped))
         seen: set[str] = set()

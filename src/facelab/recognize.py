@@ -297,6 +297,14 @@ class Recognizer:
         self.min_margin = getattr(model, "min_margin", None) if min_margin is None else float(min_margin)
         self.min_face = float(min_face)
         self._detector: Any = None
+        # People renamed, merged or deleted since the run was trained (facelab.people) are shown
+        # by their name now (a deleted one: unknown), until the next training uses the new names.
+        run_dir = getattr(model, "run_dir", None)
+        self.shown_names: dict[str, str | None] = {}
+        if run_dir is not None:
+            from facelab.people import shown_names_of_run
+
+            self.shown_names = shown_names_of_run(run_dir)
 
     @classmethod
     def from_path(cls, path: Path | str, **options: Any) -> Recognizer:
@@ -306,7 +314,16 @@ class Recognizer:
     @property
     def classes(self) -> list[str]:
         """The people the model can name (a bystander class 'others' is nobody's name)."""
-        return people(self.model.classes)
+        return list(dict.fromkeys(people(self.display_classes)))
+
+    @property
+    def display_classes(self) -> list[str]:
+        """The model's classes by the names people have now (see :mod:`facelab.people`)."""
+        if not self.shown_names:
+            return list(self.model.classes)
+        from facelab.people import display_name
+
+        return [display_name(self.shown_names, name) for name in self.model.classes]
 
     @property
     def detector(self) -> Any:
@@ -361,7 +378,7 @@ class Recognizer:
 
     def name_scores(self, faces: Sequence[Face], scores: np.ndarray, top: int = 3) -> list[Recognition]:
         """Open-set answers from scores already computed (albums re-score stored vectors)."""
-        return openset.recognitions(faces, scores, self.model.classes, self.threshold, self.min_margin, top)
+        return openset.recognitions(faces, scores, self.display_classes, self.threshold, self.min_margin, top)
 
     def is_lookalike(self, recognition: Recognition) -> bool:
         return recognition.name is not None and self.min_margin is not None and recognition.margin < self.min_margin

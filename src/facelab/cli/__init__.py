@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "facelab.cli.embed_cmds",
     "facelab.cli.recognize_cmds",
     "facelab.cli.serve_cmds",
+    "facelab.cli.people_cmds",
 )
 
 

@@ -39,7 +39,8 @@ class ModelCache:
             for f in ("summary.json", "openset.json", "head.npz")
         )
         gallery = ws.query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM gallery")[0]
-        return (name, stamps, gallery["n"], gallery["last"], ws.setting("detector"))
+        # person_shown: a rename, merge or delete of people changes the names shown.
+        return (name, stamps, gallery["n"], gallery["last"], ws.setting("detector"), ws.setting("person_shown"))
 
     def recognizer(self, ws: Workspace) -> Any:
         """The recognizer of the current model; :class:`NotFound` when there is none yet."""
