@@ -171,6 +171,10 @@ def _calibrate_scores(
 
 
 STRANGERS_SETTING = "strangers"
+# Seconds kept in auto's budget for calibrating a candidate (until one has been measured) and for
+# testing the winner at the end.
+CALIBRATION_RESERVE_S = 10.0
+TEST_RESERVE_S = 15.0
 
 
 def strangers_folder(ws: Workspace, given: Path | None = None) -> Path | None:
@@ -224,31 +228,44 @@ def auto_select(
     n_train = len(load_items(ws, "train", FaceSelection.RESOLVED))
     if n_train == 0:
         raise ValueError(f"{ws.root}: no training faces; run `facelab build` and `facelab split` first")
+    # The budget is a real bound on the whole step: a candidate starts only if its training, its
+    # calibration (the slowest seen so far, at least CALIBRATION_RESERVE_S) and testing the winner
+    # (TEST_RESERVE_S) fit in what is left. Each candidate is calibrated right after training, so
+    # the clock sees what it really cost.
     deadline = time.monotonic() + budget_minutes * 60
     stamp = time.strftime("%Y%m%d-%H%M%S")
     runs: list[Path] = []
     skipped: list[str] = []
+    opensets: dict[str, dict] = {}
+    calibration_reserve = CALIBRATION_RESERVE_S
     for number, candidate in enumerate(candidates, start=1):
         left = deadline - time.monotonic()
-        estimate = candidate.estimate(n_train)
+        estimate = candidate.estimate(n_train) + calibration_reserve + TEST_RESERVE_S
         if runs and estimate > left:
-            skipped.append(f"{candidate.name}: needs ~{estimate:.0f} s, {max(left, 0):.0f} s of budget left")
+            skipped.append(
+                f"{candidate.name}: needs ~{estimate:.0f} s with calibration and testing, "
+                f"{max(left, 0):.0f} s of budget left"
+            )
             continue
         try:
-            runs.append(candidate.train(ws, f"auto-{stamp}-{candidate.name}"))
+            run = candidate.train(ws, f"auto-{stamp}-{candidate.name}")
         except ImportError as exc:
             skipped.append(f"{candidate.name}: not installed ({exc}); pip install {candidate.needs}")
         except (RuntimeError, ValueError) as exc:  # weights or a model missing; too few people for it
             skipped.append(f"{candidate.name}: {exc}")
+        else:
+            # Its unknown threshold (validation faces + impostor evidence; the test split stays
+            # untouched), so the choice can weigh "unknown" too.
+            if on_phase is not None:
+                on_phase(f"calibrating 'unknown' for {candidate.name}")
+            started = time.monotonic()
+            opensets[run.name] = calibrate_run(ws, run, strangers, target_fpir)
+            calibration_reserve = max(calibration_reserve, time.monotonic() - started)
+            runs.append(run)
         if progress:
             progress(number, len(candidates), candidate.name)
     if not runs:
         raise RuntimeError("no candidate could be trained: " + "; ".join(skipped))
-    # Every candidate gets its unknown threshold (validation faces + strangers' calibration half;
-    # the test split stays untouched), so the choice can weigh "unknown" too.
-    if on_phase is not None:
-        on_phase(f"calibrating 'unknown' for {len(runs)} candidate(s)")
-    opensets = {run.name: calibrate_run(ws, run, strangers, target_fpir) for run in runs}
     # Enough strangers for the target FPIR (99 for 1%) for every candidate, or FNIR does not rank.
     needed = strangers_needed(target_fpir)
     trusted = all(
