@@ -57,6 +57,7 @@ def test_auto_calibrates_every_candidate_and_tests_only_the_winner(group_ws: Pat
         # The user's own 30 calibration strangers: none of them may be named.
         assert evidence["strangers"]["n"] >= 20 and evidence["strangers"]["fpir_at_threshold"] == 0.0
     assert [r.name for r in runs if (r / "metrics.json").exists()] == [outcome.winner.name]
+    assert (outcome.winner / "samples.png").is_file() and (outcome.winner / "errors.png").is_file()
     assert outcome.metrics["split"] == "test" and outcome.metrics["accuracy"] >= 0.9
 
 

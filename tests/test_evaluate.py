@@ -157,3 +157,26 @@ def test_plots_are_written(tmp_path: Path) -> None:
             assert image.width > 200 and image.height > 200
             # Not a blank canvas: a real plot has many distinct colours.
             assert len(np.unique(np.asarray(image.convert("RGB")).reshape(-1, 3), axis=0)) > 20
+
+
+def test_sample_gallery_is_a_seeded_random_grid_coloured_by_answer(tmp_path: Path) -> None:
+    crops = []
+    for i in range(30):
+        crop = tmp_path / f"c{i}.jpg"
+        Image.new("RGB", (64, 64), (8 * i, 255 - 8 * i, 120)).save(crop)
+        crops.append(crop)
+    samples = [(c, "ann", "ann" if i % 3 else "bob", 0.8) for i, c in enumerate(crops)]
+    first = plots.sample_gallery(samples, tmp_path / "a.png", n=12, seed=1)
+    again = plots.sample_gallery(samples, tmp_path / "b.png", n=12, seed=1)
+    other = plots.sample_gallery(samples, tmp_path / "c.png", n=12, seed=2)
+
+    def pixels(path: Path) -> np.ndarray:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+
+    assert np.array_equal(pixels(first), pixels(again))  # the same seed shows the same faces
+    assert not np.array_equal(pixels(first), pixels(other))
+    rgb = pixels(first).reshape(-1, 3).astype(int)
+    green = ((rgb[:, 1] > 80) & (rgb[:, 0] < 40) & (rgb[:, 2] < 40)).sum()  # right answers' titles
+    red = ((rgb[:, 0] > 110) & (rgb[:, 1] < 30) & (rgb[:, 2] < 30)).sum()  # wrong ones'
+    assert green > 50 and red > 50

@@ -436,3 +436,33 @@ def test_worker_processes_and_a_device_that_is_missing(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError, match="no CUDA device"):
             fit(dataclasses.replace(cfg, device="cuda"), train, val, tmp_path / "cuda")
         assert not (tmp_path / "cuda").exists()  # a run that cannot start leaves nothing behind
+
+
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_monitor_picks_the_kept_epoch(tmp_path: Path, monitor: str) -> None:
+    train, val = _tiny(pattern_workspace(tmp_path / "ws"))
+    cfg = TrainConfig(
+        backbone="reference",
+        strategy=Strategy.FINE_TUNE,
+        augment=Augment.NONE,
+        epochs=6,
+        patience=0,
+        lr=3e-3,
+        image_size=32,
+        batch_size=4,
+        threads=1,
+        monitor=monitor,
+    )
+    result = fit(cfg, train, val, tmp_path / "run")
+    history = read_history(tmp_path / "run" / "history.csv")
+    losses = [row["val_loss"] for row in history]
+    accuracies = [row["val_accuracy"] for row in history]
+    if monitor == "val_loss":
+        # The lowest loss; ties go to the higher accuracy, then the earlier epoch.
+        best = min(range(len(history)), key=lambda i: (losses[i], -accuracies[i], i))
+    else:
+        best = min(range(len(history)), key=lambda i: (-accuracies[i], losses[i], i))
+    assert result.summary["best_epoch"] == history[best]["epoch"]
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["monitor"] == monitor
+    with pytest.raises(ValueError, match="monitor"):
+        TrainConfig(monitor="val_f1")

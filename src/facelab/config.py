@@ -51,6 +51,13 @@ class Optimizer(StrEnum):
     ADAMW = "adamw"
 
 
+class Monitor(StrEnum):
+    """Which validation figure picks the kept epoch and decides early stopping."""
+
+    VAL_LOSS = "val_loss"  # lowest validation loss (ties: higher accuracy); the seed's choice
+    VAL_ACCURACY = "val_accuracy"  # highest validation accuracy (ties: lower loss)
+
+
 class Device(StrEnum):
     """``auto`` takes CUDA when present and says so; ``cuda`` fails loudly when there is none."""
 
@@ -98,6 +105,7 @@ PRESETS: dict[Preset, dict[str, Any]] = {
         "epochs": 100,
         "patience": 0,
         "head_epochs": 0,
+        "monitor": "val_loss",
     },
 }
 
@@ -121,7 +129,12 @@ class TrainConfig:
       such as ``IMAGENET1K_V2``, or a path to a ``.pth`` file.
     - ``epochs`` / ``lr`` / ``patience`` [per strategy, see ``STRATEGY_DEFAULTS``]: raise ``epochs``
       if the validation curve still climbs at the end; lower ``lr`` 3× if it jumps around;
-      ``patience`` is how many epochs without a lower validation loss stop the phase (0: never).
+      ``patience`` is how many epochs without improvement stop the phase (0: never).
+    - ``monitor`` [val_accuracy; the seed preset: val_loss]: the validation figure that picks the
+      kept epoch (``best.safetensors``) and counts epochs without improvement. Accuracy on a few
+      dozen faces moves in big steps, so under ``val_accuracy`` an epoch counts as an improvement
+      when either the accuracy rose or the loss fell; ``val_loss`` keeps the surest model, often a
+      little earlier.
     - ``head_epochs`` [10]: two-stage only, epochs of the head-only first stage (cheap).
     - ``unfreeze_lr_factor`` [0.1]: two-stage only, second-stage learning rate = ``lr`` × this.
     - ``batch_size`` [32]: lower it if memory runs out; larger batches need a larger ``lr``.
@@ -149,6 +162,7 @@ class TrainConfig:
     head_epochs: int = 10
     unfreeze_lr_factor: float = 0.1
     optimizer: Optimizer = Optimizer.ADAMW
+    monitor: Monitor = Monitor.VAL_ACCURACY
     weight_decay: float = 1e-4
     label_smoothing: float = 0.0
     batch_size: int = 32
@@ -174,6 +188,7 @@ class TrainConfig:
             ("strategy", Strategy),
             ("augment", Augment),
             ("optimizer", Optimizer),
+            ("monitor", Monitor),
             ("device", Device),
             ("preset", Preset),
         ):

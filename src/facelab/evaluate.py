@@ -226,6 +226,18 @@ def evaluate_run(
             if pred != item.person
         ]
         plots.error_gallery(errors, run_dir / "errors.png")
+        # The answers recognition gives: below the run's threshold a face is unknown.
+        threshold = model.threshold
+        samples = [
+            (
+                item.crop_path,
+                item.person,
+                "unknown" if threshold is not None and float(row.max()) < threshold else pred,
+                float(row.max()),
+            )
+            for item, pred, row in zip(items, y_pred, scores, strict=True)
+        ]
+        plots.sample_gallery(samples, run_dir / "samples.png")
     write_text_atomic(report_markdown(summary, metrics, outcomes), run_dir / "report.md")
     return _jsonable(metrics)  # what metrics.json holds: NaN (nothing to measure) as None
 
@@ -294,7 +306,11 @@ def report_markdown(summary: dict, metrics: dict, outcomes: list[PhotoOutcome]) 
             lines.append(
                 f"| {name} | {row['precision']:.2f} | {row['recall']:.2f} | {row['f1']:.2f} | {row['support']} |"
             )
-    lines += ["", "Pictures: `confusion_matrix.png`, `errors.png` (misnamed faces)"]
+    lines += [
+        "",
+        "Pictures: `confusion_matrix.png`, `errors.png` (misnamed faces), `samples.png` (random test faces "
+        "with their answers)",
+    ]
     missed = [o for o in outcomes if o.chosen_name != o.person]
     if missed:
         lines += ["", "## Photos not named right", ""]

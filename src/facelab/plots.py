@@ -153,6 +153,37 @@ def error_gallery(errors: list[tuple[Path, str, str, float]], path: Path, limit:
     return path
 
 
+def sample_gallery(samples: list[tuple[Path, str, str, float]], path: Path, n: int = 24, seed: int = 0) -> Path:
+    """A seeded random grid of ``n`` faces (the seed's "random test images with their predicted
+    names"): each crop with the true name and the answer, green when right, red when not. The same
+    ``seed`` shows the same faces, so runs can be compared picture for picture."""
+    import random
+
+    from PIL import Image
+
+    plt = _pyplot()
+    shown = random.Random(seed).sample(samples, min(n, len(samples)))
+    columns = 6
+    rows = max(1, -(-len(shown) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.35), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (crop, true, answer, score) in zip(axes.flat, shown, strict=False):
+        with Image.open(crop) as image:
+            ax.imshow(image.convert("RGB"))
+        colour = "darkgreen" if answer == true else "darkred"
+        ax.set_title(f"{true}\n{answer} ({score:.2f})", fontsize=8, color=colour)
+    if not shown:
+        axes.flat[0].text(0.5, 0.5, "no faces", ha="center", va="center", fontsize=14)
+    right = sum(answer == true for _, true, answer, _ in shown)
+    fig.suptitle(
+        f"{len(shown)} random faces (seed {seed}): true name, then the answer (score) — {right} right", fontsize=10
+    )
+    fig.tight_layout()
+    save_figure(fig, path)
+    return path
+
+
 def det_plot(result: dict, path: Path) -> Path:
     """FNIR against FPIR as the threshold moves; the chosen threshold is marked."""
     plt = _pyplot()

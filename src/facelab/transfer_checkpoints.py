@@ -72,6 +72,7 @@ class _State:
     best_val_loss: float = float("inf")
     seconds_to_best: float = 0.0
     stop_loss: float = float("inf")  # early stopping: lowest val loss of the phase
+    stop_accuracy: float = -1.0  # early stopping under monitor val_accuracy: highest of the phase
     bad_epochs: int = 0
     elapsed: float = 0.0  # training seconds, all sessions together
     cpu_seconds: float = 0.0  # process CPU time of training (less sensitive to other jobs than wall time)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from facelab import backbones as bb
-from facelab.config import Augment, Strategy, TrainConfig
+from facelab.config import Augment, Monitor, Strategy, TrainConfig
 from facelab.items import OTHERS
 from facelab.transfer_checkpoints import _save_safetensors, _State, _state_dict_cpu, _torch_save_atomic, _write_history
 from facelab.transfer_data import _loader
@@ -405,20 +405,30 @@ class _Trainer:
                         "elapsed": state.elapsed,
                     }
                 )
-                # Best = highest validation accuracy; on a tie the lower validation loss (surer).
-                improved = val_acc > state.best_val_accuracy or (
-                    val_acc == state.best_val_accuracy and val_loss < state.best_val_loss
-                )
+                # The kept epoch, by cfg.monitor (see TrainConfig): the lowest validation loss
+                # (ties: higher accuracy), or the highest accuracy (ties: lower loss, surer).
+                if cfg.monitor == Monitor.VAL_LOSS:
+                    improved = val_loss < state.best_val_loss or (
+                        val_loss == state.best_val_loss and val_acc > state.best_val_accuracy
+                    )
+                else:
+                    improved = val_acc > state.best_val_accuracy or (
+                        val_acc == state.best_val_accuracy and val_loss < state.best_val_loss
+                    )
                 if improved:
                     state.best_epoch, state.best_val_accuracy, state.best_val_loss = epoch, val_acc, val_loss
                     state.seconds_to_best = state.elapsed
                     self.save_best()
-                # Early stopping watches the loss, not the accuracy: with a few dozen validation
-                # faces accuracy moves in big steps and plateaus long before the model stops learning.
-                if val_loss < state.stop_loss - 1e-4:
-                    state.stop_loss, state.bad_epochs = val_loss, 0
-                else:
-                    state.bad_epochs += 1
+                # Early stopping: an epoch is bad when the loss did not fall — and, monitoring
+                # accuracy, the accuracy did not rise either (with a few dozen validation faces
+                # accuracy moves in big steps and plateaus long before the model stops learning).
+                lower_loss = val_loss < state.stop_loss - 1e-4
+                higher_accuracy = cfg.monitor == Monitor.VAL_ACCURACY and val_acc > state.stop_accuracy
+                if lower_loss:
+                    state.stop_loss = val_loss
+                if higher_accuracy:
+                    state.stop_accuracy = val_acc
+                state.bad_epochs = 0 if lower_loss or higher_accuracy else state.bad_epochs + 1
                 stop = bool(cfg.patience) and state.bad_epochs >= (cfg.patience or 0)
                 if stop:
                     state.stopped_early.append(state.phase_index)
@@ -442,7 +452,7 @@ class _Trainer:
                 if stop:
                     self.reporter.message(
                         f"{phase.name}: stopped early at epoch {epoch} "
-                        f"(validation loss not lower for {cfg.patience} epochs)"
+                        f"({cfg.monitor.value.replace('_', ' ')} not better for {cfg.patience} epochs)"
                     )
                 if phase_over:
                     break
@@ -450,4 +460,4 @@ class _Trainer:
     def _next_phase(self) -> None:
         self.state.phase_index += 1
         self.state.phase_epoch = 0
-        self.state.stop_loss, self.state.bad_epochs = float("inf"), 0
+        self.state.stop_loss, self.state.stop_accuracy, self.state.bad_epochs = float("inf"), -1.0, 0

@@ -12,7 +12,17 @@ from rich.console import Console
 from rich.table import Table
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, progress_bar, progress_bars, workspace_from
+from facelab.cli.common import (
+    SweepMaxOpt,
+    SweepStepOpt,
+    WaitOpt,
+    WorkspaceFlag,
+    detector_or_exit,
+    open_workspace,
+    progress_bar,
+    progress_bars,
+    workspace_from,
+)
 
 console = Console()
 err = Console(stderr=True)
@@ -118,6 +128,8 @@ def build(
             help="Forget the photos that are missing (not found in PHOTOS): their faces, crops and review decisions.",
         ),
     ] = False,
+    sweep_step: SweepStepOpt = None,
+    sweep_max: SweepMaxOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """Find and crop the faces in PHOTOS/<person>/… into the workspace (originals are never modified).
@@ -130,6 +142,7 @@ def build(
     """
     from facelab import workflow
 
+    detector = detector_or_exit(detector, sweep_step, sweep_max)
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         with progress_bars("Finding faces", "Embedding faces", quiet=quiet) as (advance, embedding):

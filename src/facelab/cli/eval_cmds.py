@@ -12,8 +12,11 @@ from rich.table import Table
 
 from facelab.cli.app import app
 from facelab.cli.common import (
+    SweepMaxOpt,
+    SweepStepOpt,
     WaitOpt,
     WorkspaceFlag,
+    detector_or_exit,
     open_workspace,
     print_unknown_expectation,
     progress_bar,
@@ -260,6 +263,8 @@ def run_pipeline(
     target_fpir: Annotated[
         float, typer.Option(help="Share of strangers allowed a name when calibrating 'unknown' (0.01: 1 in 100).")
     ] = DEFAULTS.target_fpir,
+    sweep_step: SweepStepOpt = None,
+    sweep_max: SweepMaxOpt = None,
     wait: WaitOpt = False,
 ) -> None:
     """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
@@ -272,6 +277,7 @@ def run_pipeline(
         scan_or_exit,
     )
 
+    detector = detector_or_exit(detector, sweep_step, sweep_max)
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         console.rule("1/4 build: find and crop faces")

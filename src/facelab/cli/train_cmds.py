@@ -18,7 +18,7 @@ from rich.table import Table
 
 from facelab.cli.app import app
 from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, print_unknown_expectation, workspace_from
-from facelab.config import Augment, Device, Optimizer, Preset, Strategy
+from facelab.config import Augment, Device, Monitor, Optimizer, Preset, Strategy
 from facelab.items import FaceSelection
 from facelab.workflow import DEFAULTS
 
@@ -71,6 +71,13 @@ def train(
         int | None, typer.Option(help="two-stage: epochs of the head-only first stage (default: 10).")
     ] = None,
     optimizer: Annotated[Optimizer | None, typer.Option(help="adamw or adam (default: adamw).")] = None,
+    monitor: Annotated[
+        Monitor | None,
+        typer.Option(
+            help="Validation figure that picks the kept epoch and stops early: val_accuracy (default) or "
+            "val_loss (the seed preset's)."
+        ),
+    ] = None,
     aug_passes: Annotated[
         int | None,
         typer.Option(
@@ -150,6 +157,7 @@ def train(
         "patience": patience,
         "head_epochs": head_epochs,
         "optimizer": optimizer,
+        "monitor": monitor,
         "aug_passes": aug_passes,
         "offline_aug": offline_aug,
         "seed": seed,

@@ -95,6 +95,11 @@ class HaarDetector:
 
     def __post_init__(self) -> None:
         self.sweep = SweepMode(self.sweep)  # accept "always" etc. from configs and the CLI
+        if not 0 < self.sweep_step <= 180 or not 0 <= self.sweep_range <= 180:
+            raise ValueError(
+                f"sweep step must be 1–180° and the sweep's reach 0–180° (180: the full circle), got "
+                f"step {self.sweep_step}, reach {self.sweep_range}"
+            )
 
     def sweep_angles(self) -> list[float]:
         """Sweep angles in degrees, nearest to upright first, without 0 (the upright pass)."""
