@@ -59,6 +59,9 @@ def test_auto_calibrates_every_candidate_and_tests_only_the_winner(group_ws: Pat
     assert [r.name for r in runs if (r / "metrics.json").exists()] == [outcome.winner.name]
     assert (outcome.winner / "samples.png").is_file() and (outcome.winner / "errors.png").is_file()
     assert outcome.metrics["split"] == "test" and outcome.metrics["accuracy"] >= 0.9
+    assert outcome.metrics["ms_per_face"] > 0  # embedding a face takes real time
+    winner_row = next(row for row in outcome.rows if row["run"] == outcome.winner.name)
+    assert winner_row["depth"] == 29 and winner_row["ms_per_face"] == outcome.metrics["ms_per_face"]
 
 
 def test_calibration_without_a_strangers_folder_uses_reference_and_own_people(group_ws: Path) -> None:

@@ -192,6 +192,7 @@ def test_run_folder_describes_itself(celeb_run: dict) -> None:
     assert summary["crop_margin"] == 1.3
     assert 0 <= summary["train_accuracy"] <= 1 and 0 <= summary["val_accuracy"] <= 1
     assert summary["size_bytes"] == (run / "best.safetensors").stat().st_size
+    assert summary["depth"] == 53  # mobilenet_v2: 52 convolutions + the classifier
     history = read_history(run / "history.csv")
     assert len(history) == summary["epochs_run"] >= summary["best_epoch"] >= 1
     assert set(history[0]) == set(HISTORY_FIELDS)

@@ -20,8 +20,10 @@ COLUMNS = (
     "faces",
     "params_total",
     "params_trainable",
+    "depth",
     "size_mb",
     "train_seconds",
+    "ms_per_face",
     "epochs",
     "train_accuracy",
     "val_accuracy",
@@ -75,7 +77,11 @@ def run_row(run_dir: Path) -> dict:
         "faces": f"{summary.get('faces')} + others" if summary.get("include_others") else summary.get("faces"),
         "params_total": summary.get("params_total"),
         "params_trainable": summary.get("params_trainable"),
+        # Layers with weights (convolutions and fully connected), the network's depth.
+        "depth": summary.get("depth"),
         "size_mb": None if size is None else round(size / 1e6, 2),
+        # Naming one face found in a photo (crop/embed + model; no detection), from evaluate.
+        "ms_per_face": metrics.get("ms_per_face"),
         "train_seconds": summary.get("train_seconds"),
         "epochs": summary.get("epochs_run", summary.get("best_epoch")),
         "train_accuracy": summary.get("train_accuracy"),

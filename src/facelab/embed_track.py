@@ -804,6 +804,8 @@ def train_embedding_run(
             "augment": "none",
             "weights": info.weights,
             "params_total": info.params + head_params_count,
+            # The embedder's layers, plus one for a linear head (prototype and kNN learn no layer).
+            "depth": (info.layers + (head == "linear")) if info.layers is not None else None,
             "params_trainable": head_params_count,
             "size_bytes": (run_dir / "head.npz").stat().st_size,
             "train_seconds": round(train_seconds, 4),

@@ -72,6 +72,7 @@ class EmbedderInfo:
     verify_distance: float
     notes: str = ""
     unknown_distance: dict[str, float] = field(default_factory=dict)
+    layers: int | None = None  # layers with weights (the network's depth, for comparison tables)
 
 
 _REGISTRY: dict[str, EmbedderInfo] = {}
@@ -258,6 +259,7 @@ register_embedder(
         # (median 0.588) for kNN (k=3); the defaults sit at or below the medians (stricter).
         unknown_distance={"prototype": 0.55, "knn": 0.57},
         notes="dlib ResNet-29, 128-d, 5-point alignment; ~0.1 s per face on one CPU core",
+        layers=29,  # dlib's face recognition ResNet: 29 convolutional layers
     )
 )
 

@@ -212,6 +212,7 @@ def evaluate_run(
         metrics.update(bystander_metrics(ws, model, split))
         if model.threshold is not None or strangers is not None:
             metrics.update(_open_set(model, scores, y_true, strangers, run_dir, plots))
+        metrics["ms_per_face"] = inference_ms_per_face(model, items)
     metrics["seconds"] = round(time.perf_counter() - started, 2)
     metrics["weights"] = summary.get("weights")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -240,6 +241,25 @@ def evaluate_run(
         plots.sample_gallery(samples, run_dir / "samples.png")
     write_text_atomic(report_markdown(summary, metrics, outcomes), run_dir / "report.md")
     return _jsonable(metrics)  # what metrics.json holds: NaN (nothing to measure) as None
+
+
+def inference_ms_per_face(model: Model, items: list, n: int = 12) -> float | None:
+    """Median milliseconds to name one face found in a photo (crop or embed it, run the model; not
+    the detector), over up to ``n`` faces: what recognition pays per face. The first face warms
+    the model up and is not counted. None when no photo can be read."""
+    from facelab.imageio import ImageError, load_rgb
+
+    times = []
+    for item in items[: n + 1]:
+        try:
+            rgb = load_rgb(item.photo_path)
+        except (ImageError, OSError):
+            continue
+        started = time.perf_counter()
+        model.predict_faces(rgb, [item.face])
+        times.append(time.perf_counter() - started)
+    times = times[1:] if len(times) > 1 else times
+    return round(1000 * float(np.median(times)), 2) if times else None
 
 
 def _open_set(

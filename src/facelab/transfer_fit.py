@@ -198,6 +198,7 @@ def _summary(
         "weights": state.weights_label,
         "weights_id": state.weights_id,
         "params_total": _count(model.parameters()) if model is not None else 0,
+        "depth": _depth(model) if model is not None else None,
         "params_trainable": trainable,
         "size_bytes": 0,
         "train_seconds": round(state.elapsed, 3),
@@ -231,3 +232,10 @@ def _summary(
         summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     summary.update(extra or {})
     return summary
+
+
+def _depth(model: Any) -> int:
+    """Layers with weights (convolutions and fully connected): the depth a comparison table shows."""
+    import torch.nn as nn
+
+    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
