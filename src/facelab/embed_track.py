@@ -393,8 +393,10 @@ def forget(ws: Workspace, person: str, model: str | None = None) -> ForgetResult
 
 
 def _workspace_of_run(run_dir: Path, summary: dict) -> Path | None:
-    """The workspace a run belongs to: as recorded, else the folder two levels up (WS/runs/NAME)."""
-    for candidate in (summary.get("workspace"), run_dir.resolve().parent.parent):
+    """The workspace a run belongs to: the one it lies in (WS/runs/NAME, or WS/runs/NAME/deployed),
+    else as recorded — so a copied or moved workspace reads its own gallery, not the original's."""
+    here = run_dir.resolve()
+    for candidate in (here.parent.parent, here.parent.parent.parent, summary.get("workspace")):
         if candidate and (Path(candidate) / ".facelab" / "facelab.db").is_file():
             return Path(candidate)
     return None

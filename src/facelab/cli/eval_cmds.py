@@ -317,3 +317,65 @@ def run_pipeline(
             f"{len(built.no_face)} photo(s) with no face found: {ws.reports_dir / 'no_face.csv'}; "
             f"faces and their roles: {ws.reports_dir / 'faces.csv'}"
         )
+
+
+@app.command()
+def study(
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace folder (after build and split).")] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A method to study (repeat for more): an embedding head (prototype, knn, linear) or a CNN "
+            "backbone trained by feature extraction (e.g. mobilenet_v2). Default: prototype and mobilenet_v2."
+        ),
+    ] = None,
+    shots: Annotated[
+        list[int] | None, typer.Option(help="Training photos per person to try (repeat); 'all' is always added.")
+    ] = None,
+    offline_aug: Annotated[
+        list[int] | None,
+        typer.Option("--offline-aug", help="CNN methods: offline augmented copies ×N to try (repeat; default 0)."),
+    ] = None,
+    draws: Annotated[int, typer.Option(help="Random draws of the training photos per count (steadier means).")] = 1,
+    strangers: Annotated[
+        Path | None, typer.Option(help="Photos of people not in the data set: adds how many get a name (FPIR).")
+    ] = None,
+    wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
+) -> None:
+    """The seeds' data study: accuracy, FNIR and training time against photos per person (and
+    offline ×N), each count trained in a throw-away copy. Writes WS/reports/study.csv and study.png."""
+    workspace, _ = workspace_from(workspace, workspace_flag)
+    from facelab.study import DEFAULT_METHODS, DEFAULT_SHOTS, StudyMethod, mean_rows, run_study
+
+    try:
+        methods = [StudyMethod.parse(name) for name in (method or DEFAULT_METHODS)]
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/]", highlight=False)
+        raise typer.Exit(2) from exc
+    if draws < 1 or any(n < 1 for n in shots or []) or any(n < 0 for n in offline_aug or []):
+        err.print("[red]--draws and --shots must be at least 1, --offline-aug at least 0[/]")
+        raise typer.Exit(2)
+    counts: list[int | None] = [*sorted(set(shots or DEFAULT_SHOTS)), None]
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        try:
+            with progress_bar("Study runs") as advance:
+                rows = run_study(ws, methods, counts, sorted(set(offline_aug or [0])), draws, strangers, advance)
+        except ValueError as exc:
+            err.print(f"[red]{exc}[/]", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from exc
+        reports = ws.reports_dir
+    table = Table(title="Study (mean over draws)")
+    for column in ("method", "photos/person", "offline ×N", "test accuracy", "FNIR", "train s"):
+        table.add_column(column)
+    for row in mean_rows(rows):
+        table.add_row(
+            row["method"],
+            str(row["photos_per_person"]),
+            str(row["offline_aug"]),
+            _pct(row["accuracy"]),
+            _pct(row["fnir"]),
+            f"{row['train_seconds']:.1f}",
+        )
+    console.print(table)
+    console.print(f"written: {reports / 'study.csv'}, {reports / 'study.png'}", highlight=False, soft_wrap=True)
