@@ -30,6 +30,7 @@ import csv
 import io
 import json
 import platform
+import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -302,6 +303,16 @@ class EnrollOutcome:
     faces: int = 0
 
 
+def store_gallery_vector(conn: sqlite3.Connection, person: str, model: str, source: str, vector: np.ndarray) -> None:
+    """One enrolled vector of ``person`` from ``source`` (a photo): replaces the one stored before, so
+    enrolling a photo again never counts it twice. Callers hold a transaction."""
+    conn.execute("DELETE FROM gallery WHERE person = ? AND model = ? AND source = ?", (person, model, source))
+    conn.execute(
+        "INSERT INTO gallery(person, model, source, vector) VALUES (?, ?, ?, ?)",
+        (person, model, source, vector_to_blob(vector)),
+    )
+
+
 def enroll(
     ws: Workspace,
     person: str,
@@ -339,14 +350,8 @@ def enroll(
             )
             continue
         source = str(photo.resolve())
-        with ws.transaction():
-            ws.conn.execute(
-                "DELETE FROM gallery WHERE person = ? AND model = ? AND source = ?", (person, model, source)
-            )
-            ws.conn.execute(
-                "INSERT INTO gallery(person, model, source, vector) VALUES (?, ?, ?, ?)",
-                (person, model, source, vector_to_blob(vector)),
-            )
+        with ws.transaction() as conn:
+            store_gallery_vector(conn, person, model, source, vector)
         note = f"largest of {n_faces} faces" if n_faces > 1 else "1 face"
         outcomes.append(EnrollOutcome(photo, True, note, n_faces))
     return outcomes

@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 
 from facelab.cli.app import app
-from facelab.cli.common import WaitOpt, WorkspaceFlag, open_workspace, progress_bar, workspace_from
+from facelab.cli.common import WaitOpt, WorkspaceFlag, detector_or_exit, open_workspace, progress_bar, workspace_from
 from facelab.workflow import DEFAULTS
 
 if TYPE_CHECKING:
@@ -215,6 +215,7 @@ def recognize(
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
+    detector = detector_or_exit(detector)
     try:
         recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
@@ -378,6 +379,10 @@ album_app = typer.Typer(
 )
 app.add_typer(album_app, name="album")
 
+if TYPE_CHECKING:
+    from facelab.store import Workspace
+    from facelab.xmp import SidecarResult
+
 
 @album_app.command("index")
 def album_index(
@@ -389,6 +394,14 @@ def album_index(
         Path | None, typer.Option(help="A run folder to use instead of the workspace's current model.")
     ] = None,
     detector: Annotated[str | None, typer.Option(help="Face detector (default: facelab's default).")] = None,
+    xmp_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--xmp-dir",
+            help="Also write an XMP sidecar with face regions (MWG) for each photo with a named face, as "
+            "DIR/<photo path in LIBRARY>.xmp, for digiKam, Lightroom, exiftool... Never inside LIBRARY.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -397,19 +410,31 @@ def album_index(
     Run it again after adding photos: only new or changed photos are read, and photos that left
     the folder are forgotten. After retraining or enrolling people, faces are re-named from their
     stored vectors without reading the photos again. Interrupting is safe: it resumes.
+    With --xmp-dir, sidecars are rewritten only where the names or boxes changed.
     """
     from facelab.albums import index_library
     from facelab.recognize import Recognizer
 
+    if xmp_dir is not None:
+        from facelab.xmp import UnsafeSidecarDir, check_sidecar_dir
+
+        try:  # before a model loads and a library is read for nothing
+            check_sidecar_dir(xmp_dir, library)
+        except UnsafeSidecarDir as exc:
+            raise _fail(str(exc)) from exc
+    detector = detector_or_exit(detector)
     try:
         recognizer = Recognizer.from_path(model or workspace, detector=detector, min_face=DEFAULTS.min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
-    with open_workspace(workspace, write=True, wait=wait) as ws, progress_bar("Indexing", quiet) as advance:
-        try:
-            result = index_library(ws, library, recognizer, progress=advance)
-        except FileNotFoundError as exc:
-            raise _fail(str(exc)) from exc
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        with progress_bar("Indexing", quiet) as advance:
+            try:
+                result = index_library(ws, library, recognizer, progress=advance)
+            except FileNotFoundError as exc:
+                raise _fail(str(exc)) from exc
+        # Still under the write lock: the names written are the ones just stored.
+        sidecars = _write_sidecars(ws, library, xmp_dir) if xmp_dir is not None else None
     for path, reason in result.errors:
         err.print(f"[red]{path}[/]: {reason}")
     err.print(
@@ -417,8 +442,158 @@ def album_index(
         f"a face), {result.renamed} re-named from stored vectors, {result.unchanged} unchanged, "
         f"{len(result.errors)} unreadable, {result.removed} gone from the folder and forgotten."
     )
-    if result.errors:
+    if sidecars is not None and xmp_dir is not None:
+        _print_sidecars(sidecars, xmp_dir)
+    if result.errors or (sidecars is not None and sidecars.errors):
         raise typer.Exit(1)
+
+
+def _write_sidecars(ws: Workspace, library: Path, xmp_dir: Path) -> SidecarResult:
+    """Write the XMP sidecars of ``library``'s photos with named faces (a folder that cannot be used ends the
+    command with one line)."""
+    from facelab.xmp import UnsafeSidecarDir, write_sidecars
+
+    try:
+        sidecars = write_sidecars(ws, library, xmp_dir)
+    except UnsafeSidecarDir as exc:
+        raise _fail(str(exc)) from exc
+    except OSError as exc:
+        reason = exc.strerror or exc
+        raise _fail(f"--xmp-dir {xmp_dir}: cannot write there ({reason}); give a folder you may write to") from exc
+    return sidecars
+
+
+def _print_sidecars(sidecars: SidecarResult, xmp_dir: Path) -> None:
+    for path, reason in sidecars.errors:
+        err.print(f"[red]{path}[/]: {reason}")
+    if sidecars.kept:
+        err.print(
+            f"[yellow]{len(sidecars.kept)} sidecar(s) changed by another program (or there before) were left "
+            f"alone[/], e.g. {sidecars.kept[0]} — delete them to have facelab write them"
+        )
+    err.print(
+        f"XMP sidecars in {xmp_dir}: {sidecars.photos} photos with named faces — {sidecars.written} written, "
+        f"{sidecars.unchanged} unchanged, {sidecars.removed} removed (no named face any more)."
+    )
+
+
+@album_app.command("cluster")
+def album_cluster(
+    workspace: Annotated[Path | None, typer.Argument(help="Workspace the library was indexed into.")] = None,
+    min_cluster_size: Annotated[
+        int,
+        typer.Option(
+            help="Fewest faces that make a group. Raise (5-10) on a large library to list only people seen "
+            "often; 2 also finds people seen twice, with more false pairs."
+        ),
+    ] = 3,
+    min_samples: Annotated[
+        int | None,
+        typer.Option(
+            help="How many close neighbours a face needs to be core (default: --min-cluster-size). Higher: "
+            "purer groups, more faces left out as noise."
+        ),
+    ] = None,
+    epsilon: Annotated[
+        float,
+        typer.Option(
+            help="Merge groups closer than this distance; try 0.3-0.4 when one person is split over several groups."
+        ),
+    ] = 0.0,
+    metric: Annotated[str, typer.Option(help="Distance between face vectors: euclidean or cosine.")] = "euclidean",
+    wait: WaitOpt = False,
+    workspace_flag: WorkspaceFlag = None,
+) -> None:
+    """Group the faces nobody is named in by who they look like; write WS/reports/clusters.csv.
+
+    Takes the faces of the album index (facelab album index) that answered unknown, and groups them
+    by density (HDBSCAN over their face vectors): each group is most likely one person; faces in no
+    group (seen once, blurred) are noise and left out. The CSV has one line per grouped face,
+    cluster,photo,x1,y1,x2,y2, cluster 1 the largest. Name a group with: facelab album name WS CLUSTER NAME.
+    Running it again replaces the groups.
+    """
+    workspace, _ = workspace_from(workspace, workspace_flag)
+    from facelab.album_clusters import ClusterError, NoAlbumIndex, cluster_unnamed_faces, write_clusters_csv
+
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        try:
+            result = cluster_unnamed_faces(
+                ws,
+                min_cluster_size=min_cluster_size,
+                min_samples=min_samples,
+                cluster_selection_epsilon=epsilon,
+                metric=metric,
+            )
+        except NoAlbumIndex as exc:
+            raise _fail(str(exc)) from exc
+        except ClusterError as exc:
+            raise _fail(str(exc)) from exc
+        report = write_clusters_csv(ws, result)
+    if result.without_vector and not result.faces:
+        # Faces named by a CNN (transfer) model carry no face vector: there is nothing to compare.
+        err.print(
+            f"[red]{result.without_vector} unnamed face(s) but no face vectors stored[/]: index the library with "
+            f"an embedding-track model (facelab train {workspace} --track embedding, then facelab album index "
+            f"LIBRARY -w {workspace})"
+        )
+        raise typer.Exit(1)
+    skipped = []
+    if result.without_vector:
+        skipped.append(f"{result.without_vector} without a stored vector")
+    if result.other_embedder:
+        skipped.append(f"{result.other_embedder} embedded by another model (re-index to include them)")
+    note = f" ({'; '.join(skipped)} left out)" if skipped else ""
+    if not result.faces:
+        err.print(f"nothing to group: every indexed face has a name{note}. Wrote {report} (empty).")
+        return
+    if result.faces < min_cluster_size:
+        err.print(
+            f"only {result.faces} unnamed face(s), fewer than --min-cluster-size {min_cluster_size}: no group "
+            f"made{note}. Index more photos, or try --min-cluster-size 2. Wrote {report} (empty)."
+        )
+        return
+    sizes = ", ".join(str(len(c)) for c in result.clusters[:10]) + (" ..." if len(result.clusters) > 10 else "")
+    err.print(
+        f"{len(result.clusters)} cluster(s) of {result.faces} unnamed faces: {result.grouped} faces grouped"
+        + (f" (sizes {sizes})" if result.clusters else "")
+        + f", {result.noise} noise (in no group){note}. Wrote {report}"
+    )
+    if result.clusters:
+        err.print(f"next: look at the photos of cluster 1 in {report}, then: facelab album name {workspace} 1 NAME")
+    else:
+        err.print(f"no group found; try a smaller --min-cluster-size (now {min_cluster_size}) or --min-samples 1")
+
+
+@album_app.command("name")
+def album_name(
+    workspace: Annotated[Path, typer.Argument(help="Workspace the library was indexed into.")],
+    cluster: Annotated[int, typer.Argument(help="Cluster id from WS/reports/clusters.csv (1: the largest).")],
+    name: Annotated[str, typer.Argument(help="The person's name; an existing person's name adds to them.")],
+    wait: WaitOpt = False,
+) -> None:
+    """Name a cluster: its faces are enrolled as NAME (no retraining) and named in the album at once.
+
+    The faces' vectors go into the workspace gallery as facelab enroll puts them there (one per
+    photo), so the current model knows NAME from now on; facelab album find WS NAME lists the
+    photos right away. Naming a cluster again with another name moves it to that name.
+    Undo with: facelab forget WS --person NAME.
+    """
+    from facelab.album_clusters import ClusterError, name_cluster
+
+    with open_workspace(workspace, write=True, wait=wait) as ws:
+        try:
+            result = name_cluster(ws, cluster, name)
+        except ClusterError as exc:
+            raise _fail(str(exc)) from exc
+    who = "added to the existing person" if result.existing else "a new person"
+    moved = f" (was {result.renamed_from})" if result.renamed_from else ""
+    err.print(
+        f"cluster {result.cluster}: {result.faces} face(s) in {result.photos} photo(s) are now {result.name}{moved} "
+        f"— {who}; {result.enrolled} face vector(s) enrolled."
+    )
+    import shlex
+
+    err.print(f"next: facelab album find {workspace} {shlex.quote(result.name)}")
 
 
 @album_app.command("find")
