@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "facelab.cli.recognize_cmds",
     "facelab.cli.serve_cmds",
     "facelab.cli.people_cmds",
+    "facelab.cli.export_cmds",
 )
 
 

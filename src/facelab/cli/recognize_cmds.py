@@ -161,10 +161,21 @@ def recognize(
         float | None,
         typer.Option(help="Video: stop after this many seconds (of video; wall clock when live)."),
     ] = None,
+    model_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--model",
+            help="An exported model (facelab export: .onnx or .zip bundle) instead of a workspace or run folder.",
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     workspace_flag: WorkspaceFlag = None,
 ) -> None:
-    model, inputs = workspace_from(model, workspace_flag, inputs or [])
+    if model_file is not None:  # every positional word is an input then
+        inputs = [*([str(model)] if model is not None else []), *(inputs or [])]
+        model = model_file
+    else:
+        model, inputs = workspace_from(model, workspace_flag, inputs or [])
     inputs = [str(i) for i in inputs]
     from facelab.recognize import (
         MOVING_KINDS,
@@ -217,7 +228,14 @@ def recognize(
         raise _fail(str(exc)) from exc
     detector = detector_or_exit(detector)
     try:
-        recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
+        if model_file is not None:
+            from facelab.export import load_exported
+
+            recognizer = Recognizer(
+                load_exported(model_file), detector=detector, threshold=threshold, min_face=min_face
+            )
+        else:
+            recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
         raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
     if (warning := recognizer.closed_set_warning()) is not None:
