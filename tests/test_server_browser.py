@@ -5,7 +5,8 @@ One walk through the app as a user would take it: create two people and upload t
 reject a crop in review with a key, train automatically, then recognize an uploaded photo and a
 webcam (Chromium's fake camera playing a held-out photo). The assertions read what the page shows.
 
-Set FACELAB_SCREENSHOTS=docs/screenshots to (re)write the screenshots of every page (photos blurred).
+Set FACELAB_SCREENSHOTS=docs/screenshots to (re)write the screenshots of these pages (photos blurred);
+tests/test_web_browser.py writes those of the People and Albums pages.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def test_upload_review_train_recognize(base_url: str, browser: Browser, shared_d
     page.goto(f"{base_url}/people")
     for person in PEOPLE:
         expect(page.locator(f"tr[data-person={person}]")).to_contain_text(person)
-    _shot(page, "people")
+        expect(page.locator(f".person-card[data-person={person}] img.face")).to_be_visible()
+    # (The People screenshots, at 375 and 1280 px, come from tests/test_web_browser.py.)
 
     # A photo where no face was found: draw a box round "the face" and add it.
     page.goto(f"{base_url}/people/madonna")

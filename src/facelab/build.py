@@ -841,4 +841,8 @@ def build(
         ws.set_setting("crop_margin", f"{margin:g}")
         ws.set_setting("detector", detector)
         ws.set_setting("photos_root", str(scan.root))
+        # Every photo folder ever built into the workspace: the web app shows photos only from these.
+        roots = json.loads(ws.setting("photo_roots") or "[]")
+        if str(scan.root) not in roots:
+            ws.set_setting("photo_roots", json.dumps([*roots, str(scan.root)], ensure_ascii=False))
     return result

@@ -96,8 +96,11 @@ def shown_names_of_run(run_dir: Path) -> dict[str, str | None]:
 
 
 def people(ws: Workspace) -> list[str]:
-    """Everyone with photos in the workspace, sorted."""
-    return [r["person"] for r in ws.query("SELECT DISTINCT person FROM photos ORDER BY person")]
+    """Everyone in the workspace — with photos, with faces moved to them in review, or enrolled — sorted."""
+    rows = ws.query(
+        "SELECT person FROM photos UNION SELECT person FROM crops UNION SELECT person FROM gallery ORDER BY person"
+    )
+    return [r["person"] for r in rows]
 
 
 def _check_name(name: str) -> str:

@@ -74,6 +74,9 @@ class Person(BaseModel):
     crops_accepted: int
     crops_rejected: int
     to_review: int = Field(description="Crops worth a look: suspicious, ambiguous or low quality.")
+    cover_crop: int | None = Field(
+        None, description="A crop that shows the person (best accepted or identified face), for thumbnails."
+    )
 
 
 class Photo(BaseModel):
@@ -88,8 +91,41 @@ class Photo(BaseModel):
     uploaded: bool
 
 
+class DeletePreview(BaseModel):
+    """What ``DELETE /api/people/{name}`` would remove, counted before anything changes."""
+
+    photos: int = Field(description="Photos filed under the person (database rows; originals are never touched).")
+    face_crops: int = Field(description="Face crops filed under the person (their review decisions go too).")
+    other_faces: int = Field(description="Faces of other people in the person's photos, which go with the photos.")
+    enrolled: int = Field(description="Face vectors added with facelab enroll.")
+    album_faces: int = Field(description="Faces of the album index named after the person (they become unknown).")
+    uploaded: int = Field(description="Copies uploaded through the web app, deleted from WS/uploads.")
+
+
 class PersonDetail(Person):
     photo_list: list[Photo]
+    delete_preview: DeletePreview
+
+
+class RenameIn(BaseModel):
+    name: str = Field(description="The new name: letters, digits, spaces and - _ . (no slashes).", examples=["Ada L"])
+
+
+class MergeIn(BaseModel):
+    into: str = Field(description="The existing person who keeps their name and gets everything.", examples=["Ada"])
+
+
+class PeopleChangeOut(BaseModel):
+    """What a rename, merge or delete changed (rows), and the sentence saying so."""
+
+    action: Literal["rename", "merge", "delete"]
+    person: str
+    into: str | None = Field(description="The new name (rename) or the person merged into (merge).")
+    photos: int
+    faces: int
+    enrolled: int
+    album_faces: int
+    message: str
 
 
 class UploadResult(BaseModel):
@@ -382,13 +418,19 @@ def crop_info(ws: Workspace, crop_id: int) -> dict[str, Any]:
 
 def photo_preview(ws: Workspace, photo_id: int, size: str) -> Path:
     """An upright JPEG of a photo (EXIF applied, HEIC decoded), cached in the workspace."""
-    from facelab.imageio import ImageError, load_rgb, save_jpeg_atomic
-
     source = ops.photo_file(ws, photo_id)
     row = ops.photo_row(ws, photo_id)
     side = PREVIEW_SIDES[size]
     tag = (row["sha256"] or "nohash")[:16]
-    target = ops.previews_dir(ws) / f"{photo_id}-{tag}-{side}.jpg"
+    return render_preview(source, ops.previews_dir(ws) / f"{photo_id}-{tag}-{side}.jpg", side)
+
+
+def render_preview(source: Path, target: Path, side: int) -> Path:
+    """``source`` decoded (EXIF applied, HEIC decoded), shrunk to ``side`` pixels on its long side
+    and saved as the JPEG ``target``, unless that exists. The pages only ever get such a re-encoded
+    copy of an original, never the original's own bytes (or its EXIF: GPS stays private)."""
+    from facelab.imageio import ImageError, load_rgb, save_jpeg_atomic
+
     if not target.is_file():
         import cv2
 
@@ -469,10 +511,58 @@ def create_person(body: PersonIn, state: State) -> dict[str, Any]:
 
 @router.get("/people/{name}", response_model=PersonDetail, tags=["people"])
 def get_person(name: str, state: State) -> dict[str, Any]:
-    """A person's counts and photos (those with no face found first)."""
+    """A person's counts and photos (those with no face found first), and what deleting them would remove."""
+    from facelab.server.people_ops import delete_preview
+
     with state.workspace() as ws:
         name = ops.require_person(ws, name)
-        return {**ops.person_summary(ws, name), "photo_list": ops.person_photos(ws, name)}
+        return {
+            **ops.person_summary(ws, name),
+            "photo_list": ops.person_photos(ws, name),
+            "delete_preview": delete_preview(ws, name),
+        }
+
+
+_PEOPLE_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such person."},
+    409: {
+        "description": "Refused: the name is taken, the same person, or the workspace is busy (training, a CLI build)."
+    },
+    422: {"description": "Not a usable name."},
+}
+
+
+@router.post("/people/{name}/rename", response_model=PeopleChangeOut, responses=_PEOPLE_ERRORS, tags=["people"])
+def rename_person(name: str, body: RenameIn, state: State) -> dict[str, Any]:
+    """Rename a person everywhere: photos, faces and review decisions, enrolled vectors, album faces.
+
+    Later builds file the photos of the person's folder under the new name; the current model
+    answers with the new name at once (``facelab.people.rename``)."""
+    from facelab.server.people_ops import rename_person as rename
+
+    with state.workspace() as ws, state.exclusive():
+        return rename(ws, name, body.name)
+
+
+@router.post("/people/{name}/merge", response_model=PeopleChangeOut, responses=_PEOPLE_ERRORS, tags=["people"])
+def merge_person(name: str, body: MergeIn, state: State) -> dict[str, Any]:
+    """Make two people one: everything of ``name`` becomes ``into``'s (``facelab.people.merge``)."""
+    from facelab.server.people_ops import merge_person as merge
+
+    with state.workspace() as ws, state.exclusive():
+        return merge(ws, name, body.into)
+
+
+@router.delete("/people/{name}", response_model=PeopleChangeOut, responses=_PEOPLE_ERRORS, tags=["people"])
+def delete_person(name: str, state: State) -> dict[str, Any]:
+    """Forget a person: their photos' rows, faces, crops, review decisions and enrolled vectors; their
+    album faces become unknown; copies uploaded through the app are deleted. Original photo files
+    are never touched, and later builds skip the person's folder until ``facelab people restore``.
+    ``GET /api/people/{name}`` says beforehand what goes (``delete_preview``)."""
+    from facelab.server.people_ops import delete_person as delete
+
+    with state.workspace() as ws, state.exclusive():
+        return delete(ws, name)
 
 
 @router.post(
@@ -784,45 +874,92 @@ class AlbumFaceOut(BaseModel):
 
 
 class AlbumPhotoOut(BaseModel):
-    path: str = Field(description="Where the photo lies in the indexed library (not served).")
+    id: int | None = Field(description="Album photo id: its preview is GET /api/albums/photos/{id}/image.")
+    path: str = Field(description="Where the photo lies in the indexed library.")
     taken: str
     people: list[str]
     faces: list[AlbumFaceOut]
 
 
+Names = Annotated[list[str], Query(description="People to look for (repeat the parameter).")]
+AnyOf = Annotated[bool, Query(alias="any", description="Any of the names instead of all of them.")]
+Exclude = Annotated[list[str] | None, Query(description="People who must not be in the photo.")]
+Limit = Annotated[int, Query(ge=1, le=10_000, description="At most this many photos, newest first.")]
+
+
 @router.get("/albums/names", response_model=list[str], tags=["albums"])
 def album_names(state: State) -> list[str]:
-    """Every name in the album index (``facelab album index`` builds it)."""
-    from facelab.albums import known_names
+    """Every name in the album index (``facelab album index`` builds it); empty without one."""
+    from facelab.server import album_ops
 
     with state.workspace() as ws:
-        return known_names(ws)
+        return album_ops.names(ws)
 
 
 @router.get("/albums/find", response_model=list[AlbumPhotoOut], tags=["albums"])
-def album_find(
-    state: State,
-    name: Annotated[list[str], Query(description="People to look for (repeat the parameter).")],
-    any_: Annotated[bool, Query(alias="any", description="Any of the names instead of all of them.")] = False,
-    exclude: Annotated[list[str] | None, Query(description="People who must not be in the photo.")] = None,
-    limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
-) -> list[dict[str, Any]]:
+def album_find(state: State, name: Names, any_: AnyOf = False, exclude: Exclude = None, limit: Limit = 500) -> Any:
     """Indexed photos showing all (or any) of the names and none of ``exclude``, newest first."""
-    from facelab.albums import find_photos
+    from facelab.server import album_ops
 
     with state.workspace() as ws:
-        try:
-            photos = find_photos(ws, name, any_=any_, exclude=exclude or ())
-        except ValueError as exc:
-            raise ops.OpError(str(exc), 422) from exc
-    return [
-        {
-            "path": str(photo.path),
-            "taken": photo.taken_iso,
-            "people": photo.people,
-            "faces": [
-                {"box": list(face.box.as_ints()), "name": face.label, "score": face.score} for face in photo.faces
-            ],
-        }
-        for photo in photos[:limit]
-    ]
+        photos, _ = album_ops.search(ws, name, any_=any_, exclude=exclude or (), limit=limit)
+    return photos
+
+
+@router.get(
+    "/albums/photos/{album_id}/image",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/jpeg": {}}}},
+    tags=["albums"],
+)
+def album_image(
+    album_id: DbId, state: State, size: Annotated[Literal["thumb", "large"], Query()] = "thumb"
+) -> FileResponse:
+    """An indexed photo upright as JPEG (thumb: 360 px, large: 1600 px on the long side); only photos
+    inside an indexed library are shown."""
+    from facelab.server import album_ops
+
+    with state.workspace() as ws:
+        path = album_ops.preview(ws, album_id, size)
+    return FileResponse(path, media_type="image/jpeg")
+
+
+@router.get(
+    "/albums/export",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/zip": {}, "text/csv": {}}}},
+    tags=["albums"],
+)
+def album_export(
+    state: State,
+    name: Names,
+    any_: AnyOf = False,
+    exclude: Exclude = None,
+    limit: Limit = 500,
+    format: Annotated[
+        Literal["zip", "csv"], Query(description="zip: the originals and album.csv; csv: the list.")
+    ] = "zip",
+) -> Response:
+    """The answer of ``/api/albums/find`` to download: a ZIP of the original photos (numbered in
+    order, with ``album.csv``) or the CSV list alone (path, taken, people)."""
+    from starlette.background import BackgroundTask
+
+    from facelab.server import album_ops
+
+    with state.workspace() as ws:
+        photos, _ = album_ops.search(ws, name, any_=any_, exclude=exclude or (), limit=limit)
+        if not photos:
+            raise ops.NotFound("no photo matches: nothing to export")
+        if format == "csv":
+            return Response(
+                album_ops.export_csv(photos),
+                media_type="text/csv; charset=utf-8",
+                headers={"Content-Disposition": 'attachment; filename="album.csv"'},
+            )
+        archive = album_ops.export_zip(ws, photos)
+    return FileResponse(
+        archive,
+        media_type="application/zip",
+        filename="album.zip",
+        background=BackgroundTask(archive.unlink, missing_ok=True),
+    )

@@ -1,4 +1,4 @@
-"""Server-rendered pages: People, Review, Train (+ run results), Recognize, and the login page.
+"""Server-rendered pages: People, Albums, Review, Train (+ run results), Recognize, and the login page.
 
 Pages are rendered from the same functions the API calls; a little JavaScript per page
 (``static/*.js``) calls the API for uploads, review actions, job progress and recognition.
@@ -9,15 +9,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import Annotated, Any
+from urllib.parse import quote, urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from facelab.server import workspace_ops as ops
 from facelab.server.api import run_dir_of, run_listing, training_options, unfinished_runs
+from facelab.server.people_ops import delete_preview
 from facelab.server.security import COOKIE_NAME, MAX_DB_ID, session_value, token_matches
 from facelab.server.state import ServerState
 
@@ -137,9 +138,63 @@ def person_page(request: Request, name: str) -> HTMLResponse:
             name = ops.require_person(ws, name)
             summary = ops.person_summary(ws, name)
             photos = ops.person_photos(ws, name)
+            others = [n for n in ops.person_names(ws) if n != name]
+            preview = delete_preview(ws, name)
     except ops.OpError as exc:
         return _error(request, exc)
-    return _render(request, "person.html", "people", person=summary, photos=photos)
+    return _render(
+        request,
+        "person.html",
+        "people",
+        person=summary,
+        photos=photos,
+        others=others,
+        delete_preview=preview,
+        page_data=_json_block({"person": name, "others": others, "delete_preview": preview}),
+    )
+
+
+@router.get("/albums")
+def albums_page(
+    request: Request,
+    name: Annotated[list[str], Query()] = [],  # noqa: B006  (FastAPI copies query defaults)
+    exclude: Annotated[list[str], Query()] = [],  # noqa: B006
+    match: str = "all",
+) -> HTMLResponse:
+    """Search the album index by people: all of / any of the chosen names, none of the excluded."""
+    from facelab.server import album_ops
+    from facelab.server.roots import album_roots
+
+    any_ = match == "any"
+    wanted = [n for n in name if n.strip()]
+    unwanted = [n for n in exclude if n.strip()]
+    state = _state(request)
+    with state.workspace() as ws:
+        ready = album_ops.index_ready(ws)
+        names = album_ops.names(ws)
+        covers = ops.cover_crops(ws)
+        libraries = [str(p) for p in album_roots(ws)]
+        indexed = ws.query("SELECT COUNT(*) AS n FROM album_photos")[0]["n"] if ready else 0
+        photos, total = album_ops.search(ws, wanted, any_=any_, exclude=unwanted) if wanted else ([], 0)
+    query = urlencode([("name", n) for n in wanted] + [("exclude", n) for n in unwanted] + [("any", str(any_).lower())])
+    return _render(
+        request,
+        "albums.html",
+        "albums",
+        ready=ready,
+        names=names,
+        covers=covers,
+        wanted=wanted,
+        unwanted=unwanted,
+        any_=any_,
+        searched=bool(wanted),
+        photos=photos,
+        total=total,
+        indexed=indexed,
+        libraries=libraries,
+        workspace_path=str(state.root),
+        export_query=query,
+    )
 
 
 @router.get("/review")

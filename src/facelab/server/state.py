@@ -12,6 +12,7 @@ from pathlib import Path
 
 from facelab.server.jobs import JobManager
 from facelab.server.recognition import ModelCache
+from facelab.server.roots import remember_photo_root
 from facelab.server.workspace_ops import Conflict, OpError, tmp_dir, uploads_dir
 from facelab.store import Workspace
 from facelab.writelock import WorkspaceBusy, write_lock
@@ -66,12 +67,17 @@ class ServerState:
 
         Another facelab process writing to the workspace (a CLI build) may have uploads of its
         own server in flight; then the temporary folder is left alone.
+
+        The photo folder of the last CLI build is remembered here too (see
+        :mod:`facelab.server.roots`): the pages keep showing its photos after a later build of
+        another folder (or an upload) replaces the ``photos_root`` setting.
         """
         with Workspace(self.root, create=True) as ws:
             uploads_dir(ws).mkdir(parents=True, exist_ok=True)
             try:
                 with write_lock(self.root):
                     shutil.rmtree(tmp_dir(ws), ignore_errors=True)
+                    remember_photo_root(ws)
             except WorkspaceBusy:
                 pass
             tmp_dir(ws).mkdir(parents=True, exist_ok=True)

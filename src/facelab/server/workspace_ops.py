@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from facelab.imageio import SHARED_FILE_MODE
+from facelab.server.roots import Servable, photo_roots, photo_servable, remember_photo_root
 from facelab.server.security import inside_workspace, validate_person_name
 from facelab.store import Workspace
 from facelab.types import Box, CropStatus, Face, Role
@@ -59,6 +60,13 @@ class Conflict(OpError):
     status = 409
 
 
+def busy(exc: Exception) -> Conflict:
+    """The 409 for a :class:`facelab.writelock.WorkspaceBusy`: who holds the workspace, and to retry."""
+    holder = getattr(exc, "holder", None)
+    who = holder.describe() if holder else "another facelab process"
+    return Conflict(f"the workspace is being changed by {who}; try again when it has finished")
+
+
 @dataclass
 class UploadOutcome:
     """One uploaded file: ``added``, ``duplicate`` (the same photo is already there) or ``rejected``."""
@@ -92,29 +100,89 @@ def previews_dir(ws: Workspace) -> Path:
 
 
 def person_names(ws: Workspace) -> list[str]:
-    """Everyone with photos in the database, plus people created in the app who have none yet."""
+    """Everyone with photos in the database, plus people created in the app who have none yet.
+
+    An upload folder counts as the person the user made of it (:func:`facelab.people.folder_person`):
+    after a rename of ``ada`` to ``Ada L`` the folder ``uploads/ada/`` is Ada L's, and the folder of
+    a deleted person is nobody's.
+    """
+    from facelab.people import folder_person
+
     names = set(ws.people())
     folder = uploads_dir(ws)
     if folder.is_dir():
         for entry in folder.iterdir():
             if entry.is_dir() and not entry.is_symlink():
                 try:
-                    names.add(validate_person_name(entry.name))
+                    person = folder_person(ws, validate_person_name(entry.name))
                 except ValueError:
                     continue  # not made by facelab; never offered as a person
+                if person is not None:
+                    names.add(person)
     return sorted(names, key=str.casefold)
 
 
-def create_person(ws: Workspace, name: str) -> str:
-    """Make ``WS/uploads/<name>/``; raises :class:`Conflict` if the person already exists."""
+def check_new_name(ws: Workspace, name: str, *, exclude: str | None = None) -> str:
+    """``name`` cleaned for a new (or renamed) person; 422 if it cannot be a name, 409 if it is taken.
+
+    ``exclude``: the person being renamed (a rename may change only the case of a name). A name
+    whose upload folder a rename, merge or delete left mapped to someone else is taken too: photos
+    uploaded under it would be filed under that other person.
+    """
+    from facelab.items import OTHERS
+    from facelab.people import folder_person
+
     try:
         name = validate_person_name(name)
     except ValueError as exc:
         raise OpError(str(exc), 422) from exc
-    if name.casefold() in {n.casefold() for n in person_names(ws)}:
-        raise Conflict(f"{name} already exists")
+    if name.casefold() in {"unknown", OTHERS.casefold()}:
+        raise OpError(
+            f"{name!r} is a word facelab reserves for faces that are none of your people; choose another", 422
+        )
+    if name.casefold() in {n.casefold() for n in person_names(ws) if n != exclude}:
+        raise Conflict(f"{name} already exists; to make two people one, merge them instead")
+    mapped = folder_person(ws, name)
+    if mapped is not None and mapped != name and mapped != exclude:
+        raise Conflict(
+            f"photos of a folder called {name} are filed under {mapped} (a rename or merge); choose another name"
+        )
+    return name
+
+
+def create_person(ws: Workspace, name: str) -> str:
+    """Make ``WS/uploads/<name>/``; raises :class:`Conflict` if the person already exists.
+
+    The name of a person deleted earlier is given back (:func:`facelab.people.restore`) unless a
+    photo folder of the CLI's build still holds their folder: restoring would bring those photos back.
+    """
+    name = check_new_name(ws, name)
+    claim_name(ws, name)
     (uploads_dir(ws) / name).mkdir(parents=True, exist_ok=True)
     return name
+
+
+def claim_name(ws: Workspace, name: str) -> None:
+    """Let builds read the upload folder ``name`` again if a person of that name was deleted.
+
+    Refused (409) while a photo folder of a CLI build still holds a folder of that name: giving
+    the name back (:func:`facelab.people.restore`) would bring the deleted person's photos back.
+    """
+    from facelab.people import folder_person, restore
+    from facelab.writelock import WorkspaceBusy
+
+    if folder_person(ws, name) is not None:
+        return
+    for root in photo_roots(ws):
+        if root != uploads_dir(ws) and (root / name).is_dir():
+            raise Conflict(
+                f"{name} was deleted and builds skip their folder {root / name}; to bring them back: "
+                f"facelab people restore {ws.root} {name} (then facelab build), or choose another name"
+            )
+    try:
+        restore(ws, name)  # only the name: their uploaded copies went with the delete
+    except WorkspaceBusy as exc:
+        raise busy(exc) from exc
 
 
 def require_person(ws: Workspace, name: str) -> str:
@@ -164,6 +232,7 @@ def people_summary(ws: Workspace) -> list[dict]:
     doubtful: dict[str, int] = {}
     for view in list_crops(ws, suspicious=True):
         doubtful[view.person] = doubtful.get(view.person, 0) + 1
+    covers = cover_crops(ws)
     out = []
     for name in person_names(ws):
         by_status = photos.get(name, {})
@@ -181,9 +250,30 @@ def people_summary(ws: Workspace) -> list[dict]:
                 "crops_accepted": by_review.get(CropStatus.ACCEPTED.value, 0),
                 "crops_rejected": by_review.get(CropStatus.REJECTED.value, 0),
                 "to_review": doubtful.get(name, 0),
+                "cover_crop": covers.get(name),
             }
         )
     return out
+
+
+def cover_crops(ws: Workspace) -> dict[str, int]:
+    """Per person, the crop that shows them on the People page: a face the detector found (a box
+    drawn by hand may hold anything) that review accepted or identity resolution chose as theirs,
+    the best quality first. Rejected faces and other people's faces in their photos (bystanders,
+    doubtful ones) never stand for them."""
+    from facelab.build import MANUAL_DETECTOR
+
+    rows = ws.query(
+        "SELECT person, id FROM ("
+        "  SELECT c.person, c.id, ROW_NUMBER() OVER ("
+        "    PARTITION BY c.person ORDER BY COALESCE(f.detector, '') != ? DESC,"
+        "    (c.status = 'accepted' OR f.role = 'person') DESC, COALESCE(c.quality, 0) DESC, c.id) AS rank"
+        "  FROM crops c JOIN faces f ON f.id = c.face_id"
+        "  WHERE c.status != 'rejected' AND (c.status = 'accepted' OR f.role = 'person' OR f.role IS NULL)"
+        ") WHERE rank = 1",
+        (MANUAL_DETECTOR,),
+    )
+    return {r["person"]: r["id"] for r in rows}
 
 
 def person_summary(ws: Workspace, name: str) -> dict:
@@ -196,8 +286,9 @@ def person_summary(ws: Workspace, name: str) -> dict:
 # -- photos ------------------------------------------------------------------------------------
 
 
-def _photo_json(ws: Workspace, row: dict, n_faces: int) -> dict:
+def _photo_json(ws: Workspace, row: dict, n_faces: int, servable: Servable | None = None) -> dict:
     path = Path(row["path"])
+    servable = servable or photo_servable(ws)
     return {
         "id": row["id"],
         "person": row["person"],
@@ -206,9 +297,9 @@ def _photo_json(ws: Workspace, row: dict, n_faces: int) -> dict:
         "width": row["width"],
         "height": row["height"],
         "faces": n_faces,
-        # Only photos inside the workspace can be shown; originals elsewhere (a CLI build of
-        # ~/Pictures) stay private to the machine's owner and are represented by their crops.
-        "viewable": inside_workspace(ws.root, path) is not None,
+        # Uploads and originals under a photo folder the workspace was built from (a CLI build of
+        # ~/Pictures/people) are shown; a row pointing anywhere else is not (facelab.server.roots).
+        "viewable": servable.file(path) is not None,
         "uploaded": _is_upload(ws, path),
     }
 
@@ -225,7 +316,8 @@ def person_photos(ws: Workspace, name: str) -> list[dict]:
         "ORDER BY CASE p.status WHEN 'no_face' THEN 0 WHEN 'error' THEN 1 ELSE 2 END, p.id",
         (name,),
     )
-    return [_photo_json(ws, dict(r), r["n"]) for r in rows]
+    servable = photo_servable(ws)  # the roots resolved once, not once per photo
+    return [_photo_json(ws, dict(r), r["n"], servable) for r in rows]
 
 
 def photo_row(ws: Workspace, photo_id: int) -> dict:
@@ -264,13 +356,18 @@ def photo_detail(ws: Workspace, photo_id: int) -> dict:
 
 
 def photo_file(ws: Workspace, photo_id: int) -> Path:
-    """The photo's file if it may be served (inside the workspace), else :class:`NotFound`."""
+    """The photo's file if it may be shown (see :mod:`facelab.server.roots`), else :class:`NotFound`."""
     row = photo_row(ws, photo_id)
-    path = inside_workspace(ws.root, row["path"])
+    path = photo_servable(ws).file(row["path"])
     if path is None:
+        if not os.path.lexists(row["path"]):
+            raise NotFound(
+                f"photo {photo_id} is not where it was built from (moved, deleted, or its drive not mounted); "
+                "put it back or run facelab build again"
+            )
         raise NotFound(
-            f"photo {photo_id} is not inside the workspace (or is gone); the web app only shows "
-            "photos uploaded through it"
+            f"photo {photo_id} lies outside the workspace and every photo folder it was built from, "
+            "so the web app does not show it"
         )
     return path
 
@@ -405,6 +502,9 @@ def process_uploads(ws: Workspace, added: list[Path], detector: str | None = Non
     if not added:
         return
     det, margin = _build_settings(ws, detector)
+    # The build below makes WS/uploads the workspace's photos_root: keep the folder a CLI build
+    # used before, so its photos stay viewable.
+    remember_photo_root(ws)
     try:
         # The CLI's build, step for step (without dlib the largest-face rule stands, as there).
         workflow.ingest(ws, uploads_dir(ws), detector=det, margin=margin, contact_sheets=False)
@@ -470,8 +570,9 @@ def add_manual_face(ws: Workspace, photo_id: int, box: Box) -> dict:
     if row["status"] == "error":
         raise OpError(f"photo {photo_id} could not be read when it was built: {row['error']}", 409)
     path = Path(row["path"])
+    source = photo_file(ws, photo_id)  # a face is drawn on what the page showed, nothing else
     try:
-        rgb = load_rgb(path)
+        rgb = load_rgb(source)
     except ImageError as exc:
         raise OpError(f"the photo cannot be read any more: {exc.reason} — {exc.fix}", 409) from exc
     height, width = rgb.shape[:2]

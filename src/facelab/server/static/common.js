@@ -75,5 +75,20 @@ window.facelab = (() => {
     return value === null || value === undefined || Number.isNaN(value) ? "–" : `${(value * 100).toFixed(1)}%`;
   }
 
-  return { api, toast, pageData, el, placeBox, pct };
+  const FLASH_KEY = "facelab-flash";
+  /** A toast for the next page this tab opens (a change that navigates away says what it did). */
+  function flash(message, kind = "info") {
+    sessionStorage.setItem(FLASH_KEY, JSON.stringify({ message, kind }));
+  }
+
+  const pending = sessionStorage.getItem(FLASH_KEY);
+  if (pending) {
+    sessionStorage.removeItem(FLASH_KEY);
+    try {
+      const { message, kind } = JSON.parse(pending);
+      toast(message, kind);
+    } catch (_) { /* a value from an older version of the page */ }
+  }
+
+  return { api, toast, pageData, el, placeBox, pct, flash };
 })();
