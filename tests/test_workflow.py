@@ -157,7 +157,12 @@ def test_a_worse_cnn_run_never_replaces_the_current_model_silently(
 
         chosen = workflow.deploy(ws, run_dir, force=True)  # the user's say-so
         assert chosen.deployed and workflow.current_run(ws) == run_dir
-        assert chosen.notes and "CNN" in chosen.notes[0]  # deployed as trained, and it says so
+        # Trained again on every labelled face for the epochs validation chose, in RUN/deployed.
+        deployed = workflow.deployed_model_dir(run_dir)
+        refit = json.loads((deployed / "summary.json").read_text())
+        assert deployed == run_dir / "deployed" and refit["refit_of"] == "bad-cnn"
+        assert refit["n_train"] == sum(refit["refit_faces"].values()) and refit["epochs_run"] == 1
+        assert chosen.notes and "trained again on all" in chosen.notes[0]
 
 
 def test_the_documented_api_example_runs(own_ws: Path, tiny_model, capsys: pytest.CaptureFixture) -> None:

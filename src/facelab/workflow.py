@@ -13,10 +13,11 @@ Deploying is the step that used to differ most. Here it is one rule (:func:`depl
   run's calibrated threshold, :func:`validation_miss_rate`). A run that cannot answer unknown (no
   calibrated threshold) never replaces an open-set one automatically. Either way the outcome
   says why, in words.
-* The deployed model is refit on every labelled face (train + val + test) where that takes
-  seconds (embedding runs: :func:`refit_on_all`, into ``RUN/deployed/``): a person with two photos
-  is then recognized from both. Its ``summary.json`` says the test figures come from ``RUN``,
-  which stays the run that evaluation, comparison and listings see.
+* The deployed model is refit on every labelled face (train + val + test), into ``RUN/deployed/``
+  (:func:`refit_on_all`: seconds for an embedding run; a CNN is trained again with its recipe for
+  the epochs validation chose): a person with two photos is then recognized from both. Its
+  ``summary.json`` says the test figures come from ``RUN``, which stays the run that evaluation,
+  comparison and listings see.
 """
 
 from __future__ import annotations
@@ -285,10 +286,18 @@ def validation_miss_rate(ws: Workspace, run_dir: Path) -> ValidationCheck:
     return ValidationCheck(run_dir.name, 1.0 - float(np.mean(right)), len(items), True)
 
 
-def deploy(ws: Workspace, run_dir: Path | str, *, force: bool = False, refit: bool = True) -> Deployment:
+def deploy(
+    ws: Workspace,
+    run_dir: Path | str,
+    *,
+    force: bool = False,
+    refit: bool = True,
+    on_phase: Callable[[str], None] | None = None,
+) -> Deployment:
     """Make ``run_dir`` the current model: always when ``force`` (the user chose it), else only if it
     is no worse than the current model on the same validation faces (see the module docstring).
-    ``refit``: deploy a copy refit on every labelled face where that is quick (embedding runs)."""
+    ``refit``: deploy a copy refit on every labelled face (see :func:`refit_on_all`); ``on_phase``
+    hears before a refit starts (a CNN's takes a minute or more)."""
     run_dir = Path(run_dir)
     if not run_dir.is_absolute() and not run_dir.exists():
         run_dir = ws.runs_dir / run_dir
@@ -330,6 +339,8 @@ def deploy(ws: Workspace, run_dir: Path | str, *, force: bool = False, refit: bo
         run_dir = split_trained_run(run_dir)
         outcome = Deployment(True, run_dir.name, reason, candidate, previous)
         if refit:
+            if on_phase is not None:
+                on_phase(f"refitting {run_dir.name} on every labelled face")
             refitted, note = refit_on_all(ws, run_dir)
             if refitted is not None:
                 outcome.refit = str(refitted.relative_to(ws.runs_dir))
@@ -343,8 +354,8 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     """``RUN/deployed/``: an embedding run's head fit on every labelled face (train + val + test).
 
     Its threshold is the run's calibration; its ``summary.json`` names the run (``refit_of``), whose
-    test figures stay the honest estimate. CNN runs are deployed as trained (a refit would retrain
-    for minutes): returns (None, why).
+    test figures stay the honest estimate. CNN runs: :func:`_refit_cnn`. Returns (None, why) when
+    there is nothing to refit.
     """
     from facelab.embed_track import TRACK
     from facelab.imageio import write_bytes_atomic, write_text_atomic
@@ -353,8 +364,7 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     summary = read_summary(run_dir)
     target = run_dir / DEPLOYED
     if summary.get("track") != TRACK:
-        shutil.rmtree(target, ignore_errors=True)
-        return None, "deployed as trained on the train split (a CNN refit on every photo would retrain for minutes)"
+        return _refit_cnn(ws, run_dir, summary)
     vectors = ws.embeddings(summary.get("embedder", "dlib"))
     with np.load(run_dir / "head.npz", allow_pickle=False) as data:
         classes = [str(c) for c in data["classes"]]
@@ -395,6 +405,58 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     staging.rename(target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
     return target, f"deployed refit on all {len(items)} labelled faces ({parts}); test figures are the run's own"
+
+
+def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None, str]:
+    """``RUN/deployed/``: a CNN run trained again, same recipe, on every labelled face for the number
+    of epochs validation chose (single-phase strategies: feature extraction, fine-tuning). Its
+    threshold and embedding gate are the run's; its test figures are the run's."""
+    import dataclasses
+
+    from facelab.config import Strategy, TrainConfig
+    from facelab.imageio import write_text_atomic
+    from facelab.transfer import NullReporter, fit
+
+    target = run_dir / DEPLOYED
+    config = TrainConfig.load(run_dir / "config.yaml")
+    epochs = int(summary.get("best_epoch") or 0)
+    if config.strategy is Strategy.TWO_STAGE or epochs < 1:
+        shutil.rmtree(target, ignore_errors=True)
+        return None, "deployed as trained on the train split (two-stage runs are not refit)"
+    classes = set(json.loads((run_dir / "classes.json").read_text(encoding="utf-8")))
+    items = [
+        item
+        for item in load_items(ws, None, summary.get("faces", FaceSelection.RESOLVED), config.include_others)
+        if item.person in classes and item.split in ("train", "val", "test")
+    ]
+    pairs = [(item.crop_path, item.person) for item in items]
+    staging = run_dir / f".{DEPLOYED}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    # Exactly the epochs validation chose, no early stop; the "validation" pass sees the training
+    # faces themselves, only so the loop can run (there is nothing left to hold out).
+    recipe = dataclasses.replace(config, epochs=epochs, patience=0, offline_aug=0, name=None)
+    fit(recipe, pairs, pairs, staging, reporter=NullReporter(), extra_summary={"workspace": str(ws.root)})
+    for name in ("openset.json", "gate.npz", "gate.json"):
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, staging / name)
+    by_split = {s: sum(item.split == s for item in items) for s in ("train", "val", "test")}
+    refit = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
+    refit |= {
+        "refit_of": run_dir.name,
+        "refit_faces": by_split,
+        "figures_from": (
+            f"{run_dir.name}: trained on the train split, validated and tested on photos it never saw; "
+            "this copy is trained again on every labelled face for deployment and has no figures of its own"
+        ),
+    }
+    write_text_atomic(json.dumps(refit, indent=2) + "\n", staging / "summary.json")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
+    return target, (
+        f"deployed trained again on all {len(items)} labelled faces ({parts}) for {epochs} epoch(s); "
+        "test figures are the run's own"
+    )
 
 
 # -- auto -----------------------------------------------------------------------------------------

@@ -194,7 +194,9 @@ def use(
         if not target.is_dir():
             target = ws.runs_dir / run
         try:
-            deployment = workflow.deploy(ws, target, force=True)
+            deployment = workflow.deploy(
+                ws, target, force=True, on_phase=lambda text: err.print(f"{text}…", highlight=False)
+            )
         except (FileNotFoundError, ValueError) as exc:
             names = ", ".join(sorted(p.name for p in ws.runs_dir.glob("*") if (p / "summary.json").is_file()))
             err.print(f"[red]{exc}[/]" + (f" — finished runs: {names}" if names else ""), highlight=False)

@@ -197,7 +197,8 @@ def train(
             raise typer.Exit(2) from exc
         _warn_no_others(run_dir, include_others)
         print_unknown_expectation(run_dir)
-        print_deployment(workflow.deploy(ws, run_dir), ws.root, run_dir)
+        phase = lambda text: err.print(f"{text}…", highlight=False)  # noqa: E731
+        print_deployment(workflow.deploy(ws, run_dir, on_phase=phase), ws.root, run_dir)
     out.print(str(run_dir), highlight=False, soft_wrap=True)
 
 
@@ -263,7 +264,8 @@ def _train_embedding(
             raise typer.Exit(2) from exc
         _warn_no_others(run_dir, include_others)
         print_unknown_expectation(run_dir)
-        print_deployment(workflow.deploy(ws, run_dir), ws.root, run_dir)
+        phase = lambda text: err.print(f"{text}…", highlight=False)  # noqa: E731
+        print_deployment(workflow.deploy(ws, run_dir, on_phase=phase), ws.root, run_dir)
     out.print(str(run_dir), highlight=False, soft_wrap=True)
 
 
