@@ -179,7 +179,7 @@ def use(
 ) -> None:
     """Make a finished run the current model, the one `facelab recognize WS` and the web app use.
 
-    An embedding run is deployed refit on every labelled face (train + val + test), in RUN/deployed;
+    The run is deployed refit on every labelled face (train + val + test; a CNN is trained again), in RUN/deployed;
     its test figures stay those of RUN. A run that cannot answer unknown is accepted with a warning.
     """
     workspace, given = workspace_from(workspace, workspace_flag, [run] if run else [])
