@@ -360,13 +360,6 @@ def test_video_cli_summary_annotated_video_and_webhook(model: TinyModel, clip: P
 
 
 @pytest.mark.skipif(gui_backend() is not None, reason="this OpenCV has a GUI")
-def test_show_explains_the_headless_build(model: TinyModel, clip: Path) -> None:
-    result = cli("recognize", str(model.workspace), str(clip), "--show")
-    assert result.exit_code == 2
-    assert "headless" in result.stderr and "--out" in result.stderr
-    assert result.stdout == ""
-
-
 def test_unopenable_video_is_reported(model: TinyModel, tmp_path: Path) -> None:
     result = cli("recognize", str(model.workspace), str(tmp_path / "nothing.mp4"), "-q")
     assert result.exit_code == 1

@@ -23,7 +23,6 @@ from facelab.workflow import DEFAULTS
 
 if TYPE_CHECKING:
     from facelab.recognize import (
-        LiveWindow,
         OutputPlanner,
         PhotoResult,
         Recognizer,
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
         VideoRecognizer,
         Webhook,
     )
+    from facelab.recognize_window import LiveDisplay
 
 # soft_wrap: a message stays one line however long (scripts grep stderr too).
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -139,7 +139,38 @@ def recognize(
         OutputFormat.CSV
     ),
     camera: Annotated[int | None, typer.Option(help="Webcam index to read (0: the first camera).")] = None,
-    show: Annotated[bool, typer.Option(help="Show video in a window with fps (ESC quits).")] = False,
+    show: Annotated[
+        bool,
+        typer.Option(
+            help="Show the annotated video live with fps and names: in a window with OpenCV's GUI build and a "
+            "display (ESC quits), otherwise on a local web page whose address is printed (closing it does not "
+            "stop recognition; Ctrl-C does)."
+        ),
+    ] = False,
+    show_port: Annotated[
+        int | None,
+        typer.Option(
+            help="--show on a web page at this port (default: a free one; implies the page even with a GUI).",
+            min=1,
+            max=65535,
+        ),
+    ] = None,
+    show_host: Annotated[
+        str | None,
+        typer.Option(
+            help="--show page's address to listen on (default 127.0.0.1, this machine only); any other "
+            "address needs --show-token."
+        ),
+    ] = None,
+    show_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="FACELAB_TOKEN",
+            help="Secret the --show page asks for (?token=TOKEN); required with a non-local --show-host, at least "
+            "16 characters. Prefer the FACELAB_TOKEN variable: a command line is visible to other users.",
+            show_default=False,
+        ),
+    ] = None,
     announce: Annotated[bool, typer.Option(help="Speak the names of people as they arrive (needs espeak-ng).")] = False,
     webhook: Annotated[
         str | None, typer.Option(help="POST a JSON event per new person in view to this http(s) URL.")
@@ -181,9 +212,7 @@ def recognize(
         MOVING_KINDS,
         PHOTO_COLUMNS,
         TRACK_COLUMNS,
-        GuiUnavailable,
         InputKind,
-        LiveWindow,
         Recognizer,
         Source,
         UnsafeOutput,
@@ -213,9 +242,8 @@ def recognize(
         err.print("[yellow]--show, --announce and --webhook apply to video, webcam and streams; ignored[/]")
     # Settings that cannot work are refused before the model loads, not after a minute of video.
     try:
-        window = LiveWindow() if show and moving else None
         poster = Webhook(webhook) if webhook and moving else None
-    except (GuiUnavailable, ValueError) as exc:
+    except ValueError as exc:
         raise _fail(str(exc)) from exc
     try:
         options = VideoOptions(
@@ -227,6 +255,7 @@ def recognize(
     except ValueError as exc:
         raise _fail(str(exc)) from exc
     detector = detector_or_exit(detector)
+    window = _open_show(show_host, show_port, show_token) if show and moving else None
     try:
         if model_file is not None:
             from facelab.export import load_exported
@@ -236,8 +265,12 @@ def recognize(
             )
         else:
             recognizer = Recognizer.from_path(model, detector=detector, threshold=threshold, min_face=min_face)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
-        raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+    except BaseException as exc:
+        if window is not None:  # the live view's server (and its port) must not outlive a failed start
+            window.close()
+        if isinstance(exc, FileNotFoundError | ValueError | KeyError | RuntimeError):
+            raise _fail(str(exc.args[0] if isinstance(exc, KeyError) else exc)) from exc
+        raise
     if (warning := recognizer.closed_set_warning()) is not None:
         err.print(f"[yellow]{warning}[/]")
     output = OUTPUTS[fmt](TRACK_COLUMNS if moving else PHOTO_COLUMNS)
@@ -247,6 +280,18 @@ def recognize(
         failed = _recognize_photos(recognizer, sources, output, out, quiet)
     if failed:
         raise typer.Exit(1)
+
+
+def _open_show(host: str | None, port: int | None, token: str | None) -> LiveDisplay:
+    """The --show view: a window with OpenCV's GUI build and a display, else a local web page (its address
+    is printed now, while the model loads); a bind that cannot work ends the command with one line."""
+    from facelab.recognize_stream import LiveViewError
+    from facelab.recognize_window import open_live_display
+
+    try:
+        return open_live_display(host, port, token)
+    except LiveViewError as exc:
+        raise _fail(str(exc)) from exc
 
 
 def _recognize_photos(
@@ -287,7 +332,7 @@ def _recognize_videos(
     output: CsvOutput | JsonOutput,
     options: VideoOptions,
     out: Path | None,
-    window: LiveWindow | None,
+    window: LiveDisplay | None,
     announce: bool,
     poster: Webhook | None,
     duration: float | None,
@@ -329,7 +374,7 @@ def _play(
     video: VideoRecognizer,
     source: Source,
     planner: OutputPlanner | None,
-    window: LiveWindow | None,
+    window: LiveDisplay | None,
     speaker: Speaker | None,
     poster: Webhook | None,
     duration: float | None,
@@ -362,7 +407,7 @@ def _play(
                     for _ in range(max(1, due - written)):
                         writer.write(frame.bgr)
                     written = max(written + 1, due)
-                if window is not None and not window.show(frame.bgr):
+                if window is not None and not window.show(frame.bgr, frame.tracks):
                     stopped = True
                     break
                 # Live sources have no frame count: the bar then shows frames done and the rate.
