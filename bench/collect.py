@@ -16,6 +16,7 @@ ORDER = (
     "accuracy",
     "fewshot",
     "one_person",
+    "study",
     "unknown",
     "cnn_openset",
     "detectors",

@@ -254,9 +254,17 @@ def expected_words(expected_fpir: float | None, fnir: float | None) -> str:
     in 100 photos of your people may be missed"."""
     parts = []
     if expected_fpir is not None and math.isfinite(expected_fpir):
-        parts.append(f"{_per_100(expected_fpir)} in 100 strangers may be given a name")
+        parts.append(
+            f"{_per_100(expected_fpir)} in 100 strangers may be given a name"
+            if expected_fpir > 0
+            else "strangers should not be given a name"
+        )
     if fnir is not None and math.isfinite(fnir):
-        parts.append(f"{_per_100(fnir)} in 100 faces of your people may be missed or misnamed")
+        parts.append(
+            f"{_per_100(fnir)} in 100 faces of your people may be missed or misnamed"
+            if fnir > 0
+            else "none of your people's validation faces was missed or misnamed"
+        )
     return "; ".join(parts)
 
 

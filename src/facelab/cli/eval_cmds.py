@@ -54,10 +54,12 @@ def print_metrics(metrics: dict, run_dir: Path) -> None:
         f"person named on some face: {_pct(metrics.get('any_face_recall'))}"
     )
     if "fpir" in metrics:
+        fpir = metrics.get("fpir")
+        strangers = "not measured (evaluate --strangers DIR)" if fpir is None or fpir != fpir else _pct(fpir)
         console.print(
-            f"unknown threshold {_round(metrics.get('threshold'))}: "
-            f"strangers named (FPIR) {_pct(metrics.get('fpir'))}, "
-            f"known people rejected or misnamed (FNIR) {_pct(metrics.get('fnir'))}"
+            f"unknown threshold {_round(metrics.get('threshold'))}: strangers given a name (FPIR) {strangers}; "
+            f"your people's test faces missed or misnamed (FNIR) {_pct(metrics.get('fnir'))}",
+            highlight=False,
         )
     if metrics.get("n_bystanders"):
         named = metrics.get("bystanders_named", metrics.get("bystanders_named_closed_set"))
@@ -69,7 +71,7 @@ def print_metrics(metrics: dict, run_dir: Path) -> None:
     if per_class:
         weakest = min(per_class.items(), key=lambda kv: kv[1]["f1"])
         console.print(f"weakest person: {weakest[0]} (F1 {weakest[1]['f1']:.2f})")
-    console.print(f"report: {run_dir / 'report.md'}  pictures: confusion_matrix.png, errors.png")
+    console.print(f"report: {run_dir / 'report.md'}  pictures: confusion_matrix.png, errors.png, samples.png")
 
 
 @app.command()
@@ -218,7 +220,7 @@ def _announce_strangers(given: Path | None, used: Path | None) -> Path | None:
     return used
 
 
-def _print_auto(outcome, deployment, workspace: Path) -> None:
+def _print_auto(outcome, deployment, workspace: Path, hint: bool = True) -> None:
     prefix = outcome.comparison.name.removesuffix("comparison.md")  # auto-<stamp>-, shared by the runs
     table = Table(title=f"Candidates {prefix}*, best first by {outcome.ranked_by}")
     for column in ("run", "val accuracy", "val FNIR", "seconds", "params"):
@@ -242,6 +244,11 @@ def _print_auto(outcome, deployment, workspace: Path) -> None:
     print_unknown_expectation(outcome.winner)
     print_metrics(outcome.metrics, outcome.winner)
     console.print(f"comparison: {outcome.comparison}")
+    if hint:
+        _next_after_auto(outcome, deployment, workspace)
+
+
+def _next_after_auto(outcome, deployment, workspace: Path) -> None:
     if deployment.current is not None:
         console.print(f"next: facelab recognize {workspace} PHOTO_OR_FOLDER", highlight=False, soft_wrap=True)
     else:
@@ -314,11 +321,12 @@ def run_pipeline(
                 on_phase=lambda text: err.print(f"{text}…", highlight=False),
             )
         console.rule("4/4 result")
-        _print_auto(outcome, deployment, ws.root)
+        _print_auto(outcome, deployment, ws.root, hint=False)
         console.print(
             f"{len(built.no_face)} photo(s) with no face found: {ws.reports_dir / 'no_face.csv'}; "
             f"faces and their roles: {ws.reports_dir / 'faces.csv'}"
         )
+        _next_after_auto(outcome, deployment, ws.root)
 
 
 @app.command()
