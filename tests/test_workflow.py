@@ -204,3 +204,18 @@ def test_cli_version_and_hints_lead_somewhere(tmp_path: Path) -> None:
     early = runner.invoke(app, ["auto", str(tmp_path / "empty")])
     assert early.exit_code == 2 and "Traceback" not in early.output
     assert f"facelab split {tmp_path / 'empty'}" in early.stderr
+
+
+def test_a_chosen_threshold_holds_for_every_front_end(own_ws: Path, tiny_model) -> None:
+    photo = next(iter(tiny_model.held_out.values()))[0]
+    ws_api = facelab.Workspace(own_ws)
+    assert ws_api.recognize(photo)[0].known
+    with Workspace(own_ws, create=False) as ws:
+        current = workflow.current_run(ws)
+        workflow.choose_threshold(ws, current.name, 0.99)  # stricter than any face's score
+    assert ws_api.recognize(photo)[0].name == "unknown"
+    result = _cli().invoke(app, ["recognize", str(own_ws), str(photo), "--format", "csv", "-q"])
+    assert result.exit_code == 0 and next(csv.DictReader(io.StringIO(result.stdout)))["name"] == "unknown"
+    with Workspace(own_ws, create=False) as ws:
+        workflow.choose_threshold(ws, current.name, None)  # back to the calibrated one
+    assert ws_api.recognize(photo)[0].known

@@ -266,6 +266,7 @@ class Workspace:
             current = workflow.current_run(ws)
             detector = ws.setting("detector")
             shown = ws.setting("person_shown")  # people renamed, merged or deleted since
+            chosen = workflow.chosen_threshold(ws, current.name) if current is not None else None
         if current is None:
             raise FileNotFoundError(f"{self.path} has no current model yet: call train() or auto() first")
         deployed = workflow.deployed_model_dir(current)
@@ -273,11 +274,13 @@ class Workspace:
         stamps = tuple(
             (deployed / f).stat().st_mtime_ns for f in ("summary.json", "openset.json") if (deployed / f).exists()
         )
-        key = (current.name, shown, stamps)
+        key = (current.name, shown, stamps, chosen)
         if self._recognizer is None or self._recognizer_run != key:
             from facelab.runs import load_model
 
-            self._recognizer = Recognizer(load_model(deployed), detector=detector, min_face=workflow.DEFAULTS.min_face)
+            self._recognizer = Recognizer(
+                load_model(deployed), detector=detector, threshold=chosen, min_face=workflow.DEFAULTS.min_face
+            )
             self._recognizer_run = key
         return self._recognizer
 

@@ -303,4 +303,12 @@ def current_model(ws: Workspace) -> Model:
             f"{ws.root} has no current model yet: train one (facelab auto {ws.root}) "
             f"or choose a finished run (facelab use {ws.root} RUN)"
         )
-    return load_model(deployed_model_dir(run_dir))
+    model = load_model(deployed_model_dir(run_dir))
+    # A threshold the user chose for this run (the web app's slider) holds for every front end.
+    from facelab.workflow import chosen_threshold
+
+    chosen = chosen_threshold(ws, run_dir.name)
+    if chosen is not None:
+        model.calibrated_threshold = model.threshold  # type: ignore[attr-defined]
+        model.threshold = chosen
+    return model

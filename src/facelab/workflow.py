@@ -259,6 +259,39 @@ def deployed_model_dir(run_dir: Path) -> Path:
     return refit if (refit / "summary.json").is_file() else run_dir
 
 
+THRESHOLDS_SETTING = "unknown_thresholds"  # run name → the unknown threshold the user chose for it
+
+
+def chosen_thresholds(ws: Workspace) -> dict[str, float]:
+    """Every run's chosen unknown threshold (run name → value); a damaged setting counts as none."""
+    import math
+
+    try:
+        data = json.loads(ws.setting(THRESHOLDS_SETTING) or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {str(k): float(v) for k, v in data.items() if isinstance(v, int | float) and math.isfinite(v)}
+
+
+def chosen_threshold(ws: Workspace, run: str) -> float | None:
+    """The threshold the user chose for ``run`` (web app's slider), or None: the calibrated one.
+    Every front end recognizing with the workspace's current model applies it."""
+    return chosen_thresholds(ws).get(run)
+
+
+def choose_threshold(ws: Workspace, run: str, value: float | None) -> None:
+    """Choose ``value`` as ``run``'s unknown threshold (None: back to the calibrated one)."""
+    with write_lock(ws.root):
+        data = chosen_thresholds(ws)
+        if value is None:
+            data.pop(run, None)
+        else:
+            data[run] = float(value)
+        ws.set_setting(THRESHOLDS_SETTING, json.dumps(data, sort_keys=True))
+
+
 def split_trained_run(run_dir: Path) -> Path:
     """The run a refit was made from (its validation and test figures are that run's); else itself."""
     return run_dir.parent if run_dir.name == DEPLOYED and (run_dir.parent / "summary.json").is_file() else run_dir

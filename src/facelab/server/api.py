@@ -267,7 +267,15 @@ class Recognized(BaseModel):
     width: int
     height: int
     model: str
-    threshold: float | None
+    threshold: float | None = Field(description="Faces scoring below it are answered unknown.")
+    threshold_chosen: bool = Field(
+        False, description="The threshold is one chosen on the run's results page, not the calibrated one."
+    )
+    image: str | None = Field(
+        None, description="SHA-256 of the image: enroll one of its faces with POST /api/recognize/enroll."
+    )
+    can_enroll: bool = Field(False, description="The current model learns a face without retraining (embeddings).")
+    closed_set_warning: str | None = Field(None, description="Set when the model cannot answer unknown.")
     faces: list[RecognizedFace]
 
 
@@ -837,7 +845,7 @@ def recognize(
             recognizer = state.models.recognizer(ws)
             tmp, _ = _single_upload(state, ws, file)
         try:
-            return recognize_file(recognizer, tmp)
+            return recognize_file(recognizer, tmp, state.faces)
         finally:
             tmp.unlink(missing_ok=True)
 

@@ -198,26 +198,34 @@ def albums_page(
 
 
 @router.get("/review")
-def review_page(request: Request, person: str | None = None) -> HTMLResponse:
+def review_page(request: Request, person: str | None = None, show: str = "all", page: str = "1") -> HTMLResponse:
+    """The review queue: every face, the most doubtful first across everyone, by filter and page."""
+    from facelab.server import review_ops
+
     try:
+        try:
+            chosen = review_ops.Show(show)
+        except ValueError:
+            choices = ", ".join(s.value for s in review_ops.Show)
+            raise ops.OpError(f"show={show[:40]!r} is not a review filter; use one of: {choices}", 422) from None
+        number = int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
         with _state(request).workspace() as ws:
             if person:
                 person = ops.require_person(ws, person)
-            crops = ops.review_order(ws, person or None)
+            queue = review_ops.queue(ws, chosen, person or None, number)
             names = ops.person_names(ws)
     except ops.OpError as exc:
         return _error(request, exc)
-    groups: dict[str, list[dict]] = {}
-    for crop in crops:
-        groups.setdefault(crop["person"], []).append(crop)
     return _render(
         request,
         "review.html",
         "review",
-        groups=groups,
+        queue=queue,
+        filters=[s.value for s in review_ops.Show],
+        states=review_ops.STATES_EXPLAINED,
         people=names,
         person=person,
-        page_data=_json_block({"people": names}),
+        page_data=_json_block({"people": names, "show": queue["show"], "person": person, "page": queue["page"]}),
     )
 
 
@@ -282,7 +290,9 @@ def run_page(request: Request, name: str) -> HTMLResponse:
 
 @router.get("/recognize")
 def recognize_page(request: Request) -> HTMLResponse:
-    return _render(request, "recognize.html", "recognize")
+    with _state(request).workspace() as ws:
+        names = ops.person_names(ws)
+    return _render(request, "recognize.html", "recognize", page_data=_json_block({"people": names}))
 
 
 def _read_json(path: Path) -> dict:

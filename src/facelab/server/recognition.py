@@ -7,8 +7,12 @@ few frames a second, and loading a model per frame would take longer than recogn
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from facelab.server.workspace_ops import NotFound, OpError
 from facelab.store import Workspace
@@ -18,7 +22,8 @@ class ModelCache:
     """The workspace's current model as a :class:`facelab.recognize.Recognizer`, reloaded on change.
 
     The key covers what can change a model's answers without a restart: which run is current,
-    its files being rewritten (recalibration), and enrolments in the gallery.
+    its files being rewritten (recalibration), enrolments in the gallery, and the unknown
+    threshold chosen for the run on its results page (:mod:`facelab.server.threshold_ops`).
     """
 
     def __init__(self) -> None:
@@ -39,8 +44,18 @@ class ModelCache:
             for f in ("summary.json", "openset.json", "head.npz")
         )
         gallery = ws.query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM gallery")[0]
+        from facelab.server.threshold_ops import saved_threshold
+
         # person_shown: a rename, merge or delete of people changes the names shown.
-        return (name, stamps, gallery["n"], gallery["last"], ws.setting("detector"), ws.setting("person_shown"))
+        return (
+            name,
+            stamps,
+            gallery["n"],
+            gallery["last"],
+            ws.setting("detector"),
+            ws.setting("person_shown"),
+            saved_threshold(ws, name),
+        )
 
     def recognizer(self, ws: Workspace) -> Any:
         """The recognizer of the current model; :class:`NotFound` when there is none yet."""
@@ -53,9 +68,10 @@ class ModelCache:
                 from facelab.recognize import Recognizer
                 from facelab.workflow import DEFAULTS
 
-                # The CLI's and the Python API's defaults: the same face gets the same answer.
+                # The CLI's and the Python API's defaults: the same face gets the same answer —
+                # except for a threshold the user chose for this run in the web app (key[-1]).
                 self._recognizer = Recognizer(
-                    current_model(ws), detector=ws.setting("detector"), min_face=DEFAULTS.min_face
+                    current_model(ws), detector=ws.setting("detector"), min_face=DEFAULTS.min_face, threshold=key[-1]
                 )
                 self._key = key
             return self._recognizer
@@ -65,14 +81,71 @@ class ModelCache:
             self._key, self._recognizer = None, None
 
 
-def recognize_file(recognizer: Any, path: Path) -> dict:
-    """Faces of one image with names (or ``unknown``), boxes in the image's upright pixels."""
-    from facelab.recognize import photo_json
+@dataclass(frozen=True)
+class SeenFaces:
+    """The faces of one recognized image, kept so that one of them can be enrolled ("This is …")."""
+
+    embedder: str | None  # None: the model is not an embedding model (no vectors to enroll)
+    vectors: np.ndarray | None
+    boxes: list[list[int]]
+
+
+class FaceMemory:
+    """The faces of the last ``size`` recognized images by their SHA-256, newest last.
+
+    Enrolling a face from the Recognize page then needs neither the image again nor a second
+    detection: the vector the answer was computed from is the one stored. Images themselves are
+    not kept (webcam frames are never stored).
+    """
+
+    def __init__(self, size: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._size = size
+        self._seen: OrderedDict[str, SeenFaces] = OrderedDict()
+
+    def remember(self, image: str, faces: SeenFaces) -> None:
+        with self._lock:
+            self._seen[image] = faces
+            self._seen.move_to_end(image)
+            while len(self._seen) > self._size:
+                self._seen.popitem(last=False)
+
+    def get(self, image: str) -> SeenFaces | None:
+        with self._lock:
+            return self._seen.get(image)
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recognize_file(recognizer: Any, path: Path, memory: FaceMemory | None = None) -> dict:
+    """Faces of one image with names (or ``unknown``), boxes in the image's upright pixels.
+
+    The steps of :meth:`facelab.recognize.Recognizer.recognize_photo` (load, detect, score, name),
+    taken one by one to keep each face's embedding: with ``memory`` the faces are remembered under
+    the image's SHA-256, answered as ``image``, for :func:`facelab.server.enroll_ops.enroll_face`.
+    """
+    from facelab.imageio import ImageError, load_rgb
+    from facelab.recognize import PhotoResult, VectorModel, photo_json, score_faces
     from facelab.runs import run_name
 
-    result = recognizer.recognize_photo(path, keep_pixels=True)
-    if result.error is not None:
-        raise OpError(result.error, 415)
+    try:
+        rgb = load_rgb(path)
+    except ImageError as exc:
+        raise OpError(f"{exc.reason} — {exc.fix}", 415) from exc
+    try:
+        faces = recognizer.detect(rgb)
+        scores, vectors = score_faces(recognizer.model, rgb, faces)
+        result = PhotoResult(path, recognizer.name_scores(faces, scores), rgb=rgb)
+    except ValueError as exc:  # e.g. a degenerate box the embedder refuses (as recognize_photo)
+        raise OpError(f"could not recognize faces ({exc})", 415) from exc
     payload = photo_json(result, recognizer)
     payload.pop("file", None)  # a temporary name, meaningless to the client
     height, width = result.rgb.shape[:2]
@@ -84,8 +157,17 @@ def recognize_file(recognizer: Any, path: Path) -> dict:
             "threshold": recognizer.threshold,
             # Shown as a badge: a model that cannot answer unknown names every stranger.
             "closed_set_warning": recognizer.closed_set_warning(),
+            "threshold_chosen": recognizer.threshold
+            != getattr(recognizer.model, "calibrated_threshold", recognizer.model.threshold),
+            "image": None,
+            "can_enroll": isinstance(recognizer.model, VectorModel),
         }
     )
+    if memory is not None and result.recognitions:
+        image = file_sha256(path)
+        embedder = recognizer.model.embedder if isinstance(recognizer.model, VectorModel) else None
+        memory.remember(image, SeenFaces(embedder, vectors, [face["box"] for face in payload["faces"]]))
+        payload["image"] = image
     return payload
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from facelab.server.jobs import JobManager
-from facelab.server.recognition import ModelCache
+from facelab.server.recognition import FaceMemory, ModelCache
 from facelab.server.roots import remember_photo_root
+from facelab.server.threshold_ops import CurveCache
 from facelab.server.workspace_ops import Conflict, OpError, tmp_dir, uploads_dir
 from facelab.store import Workspace
 from facelab.writelock import WorkspaceBusy, write_lock
@@ -54,6 +55,10 @@ class ServerState:
     detector: str | None = None
     write_lock: threading.Lock = field(default_factory=threading.Lock)
     models: ModelCache = field(default_factory=ModelCache)
+    # Faces of recent recognitions, for "This is …" (enrolling one without sending the image again).
+    faces: FaceMemory = field(default_factory=FaceMemory)
+    # The unknown-threshold slider's curves: seconds to compute, the same until the run or faces change.
+    curves: CurveCache = field(default_factory=CurveCache)
     jobs: JobManager = field(init=False)
     recognitions: threading.BoundedSemaphore = field(init=False)
 

@@ -72,6 +72,7 @@
     drawCurve(job.history);
     const table = $("job-candidates");
     table.hidden = !job.candidates.length;
+    $("job-candidates-words").hidden = table.hidden;
     table.tBodies[0].replaceChildren(
       ...job.candidates.map((c) =>
         facelab.el(
