@@ -23,8 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -35,6 +33,7 @@ from pathlib import Path
 from facelab.auto import calibrate_run
 from facelab.evaluate import evaluate_run
 from facelab.store import Workspace
+from facelab.study import draw_workspace
 from machine_info import machine_line
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,41 +64,6 @@ def bench_workspace(name: str) -> Path:
 
         workspace_for(name)
     return ws_dir
-
-
-def draw_workspace(source: Path, dest: Path, shots: int, seed: int) -> dict[str, int]:
-    """A workspace at ``dest`` sharing ``source``'s crops, whose train split keeps ``shots`` photos
-    per person (drawn with ``seed``). Returns the train photos kept per person."""
-    (dest / ".facelab").mkdir(parents=True)
-    with (
-        sqlite3.connect(source / ".facelab" / "facelab.db") as src,
-        sqlite3.connect(dest / ".facelab" / "facelab.db") as dst,
-    ):
-        src.backup(dst)  # a consistent copy even with WAL
-    for shared in ("crops", ".facelab/cache"):
-        if (source / shared).exists():
-            (dest / shared).symlink_to((source / shared).resolve(), target_is_directory=True)
-    rng = random.Random(seed)
-    kept: dict[str, int] = {}
-    with Workspace(dest, create=False) as ws:
-        # Photos that hold the person's face (identity resolution or review said so): a photo where the
-        # person could not be told apart teaches nothing and would leave a person without a face.
-        rows = ws.query(
-            "SELECT DISTINCT p.id, p.person, p.path FROM photos p JOIN faces f ON f.photo_id = p.id "
-            "JOIN crops c ON c.face_id = f.id WHERE p.split = 'train' AND p.status = 'ok' "
-            "AND c.status != 'rejected' AND (f.role = 'person' OR c.status = 'accepted') ORDER BY p.path"
-        )
-        by_person: dict[str, list[int]] = {}
-        for row in rows:
-            by_person.setdefault(row["person"], []).append(row["id"])
-        drop: list[int] = []
-        for person, ids in sorted(by_person.items()):
-            chosen = set(rng.sample(ids, min(shots, len(ids))))
-            kept[person] = len(chosen)
-            drop += [i for i in ids if i not in chosen]
-        with ws.transaction() as conn:
-            conn.executemany("UPDATE photos SET split = 'unused' WHERE id = ?", [(i,) for i in drop])
-    return kept
 
 
 def train_and_test(ws_dir: Path, method: Method, strangers: Path) -> dict:
@@ -172,7 +136,7 @@ def main() -> None:
                 for seed in range(draws):
                     with tempfile.TemporaryDirectory(prefix="facelab-fewshot-") as tmp:
                         ws_dir = Path(tmp) / "ws"
-                        draw_workspace(source, ws_dir, 10**6 if n == "all" else n, seed)
+                        draw_workspace(source, ws_dir, None if n == "all" else n, seed)
                         result = train_and_test(ws_dir, method, strangers)
                     n_photos = result["n_photos"] or n_photos
                     results.append(result)

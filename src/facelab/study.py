@@ -65,9 +65,9 @@ class StudyMethod:
         raise ValueError(f"unknown study method {name!r}; choose a head or a backbone: {choices}")
 
 
-def draw_workspace(source: Path, dest: Path, shots: int | None, seed: int) -> int:
+def draw_workspace(source: Path, dest: Path, shots: int | None, seed: int) -> dict[str, int]:
     """A workspace at ``dest`` sharing ``source``'s crops whose train split keeps ``shots`` photos per
-    person (None: all), drawn with ``seed``. Returns the train photos kept."""
+    person (None: all), drawn with ``seed``. Returns the train photos kept per person."""
     (dest / ".facelab").mkdir(parents=True)
     with (
         sqlite3.connect(source / ".facelab" / "facelab.db") as src,
@@ -89,10 +89,11 @@ def draw_workspace(source: Path, dest: Path, shots: int | None, seed: int) -> in
         by_person: dict[str, list[int]] = {}
         for row in rows:
             by_person.setdefault(row["person"], []).append(row["id"])
-        kept, drop = 0, []
-        for ids in by_person.values():
+        kept: dict[str, int] = {}
+        drop: list[int] = []
+        for person, ids in sorted(by_person.items()):
             chosen = set(ids if shots is None else rng.sample(ids, min(shots, len(ids))))
-            kept += len(chosen)
+            kept[person] = len(chosen)
             drop += [i for i in ids if i not in chosen]
         with ws.transaction() as conn:
             conn.executemany("UPDATE photos SET split = 'unused' WHERE id = ?", [(i,) for i in drop])
@@ -160,7 +161,7 @@ def run_study(
     for number, (method, n, aug, draw) in enumerate(plan, start=1):
         with tempfile.TemporaryDirectory(prefix="facelab-study-") as tmp:
             copy = Path(tmp) / "ws"
-            kept = draw_workspace(ws.root, copy, n, draw)
+            kept = sum(draw_workspace(ws.root, copy, n, draw).values())
             figures = train_and_test(copy, method, aug, strangers)
         rows.append(
             {

@@ -391,7 +391,7 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     there is nothing to refit.
     """
     from facelab.embed_track import TRACK
-    from facelab.imageio import write_bytes_atomic, write_text_atomic
+    from facelab.imageio import write_bytes_atomic
     from facelab.runs import read_summary
 
     summary = read_summary(run_dir)
@@ -424,20 +424,29 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
         y=np.array([index[item.person] for item in items], dtype=np.int64),
     )
     write_bytes_atomic(buffer.getvalue(), staging / "head.npz")
+    by_split = _refit_summary(run_dir, summary, items, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
+    return target, f"deployed refit on all {len(items)} labelled faces ({parts}); test figures are the run's own"
+
+
+def _refit_summary(run_dir: Path, summary: dict, items: list, staging: Path) -> dict[str, int]:
+    """Write the refit's ``summary.json``: ``summary`` naming the run it was made from, whose figures
+    stay the honest ones. Returns the labelled faces used per split."""
+    from facelab.imageio import write_text_atomic
+
     by_split = {s: sum(item.split == s for item in items) for s in ("train", "val", "test")}
     summary |= {
         "refit_of": run_dir.name,
         "refit_faces": by_split,
         "figures_from": (
             f"{run_dir.name}: trained on the train split, validated and tested on photos it never saw; "
-            "this copy is refit on every labelled face for deployment and has no figures of its own"
+            "this copy is fit again on every labelled face for deployment and has no figures of its own"
         ),
     }
     write_text_atomic(json.dumps(summary, indent=2) + "\n", staging / "summary.json")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
-    parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
-    return target, f"deployed refit on all {len(items)} labelled faces ({parts}); test figures are the run's own"
+    return by_split
 
 
 def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None, str]:
@@ -447,7 +456,6 @@ def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None
     import dataclasses
 
     from facelab.config import Strategy, TrainConfig
-    from facelab.imageio import write_text_atomic
     from facelab.transfer import NullReporter, fit
 
     target = run_dir / DEPLOYED
@@ -472,17 +480,8 @@ def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None
     for name in ("openset.json", "gate.npz", "gate.json"):
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / name)
-    by_split = {s: sum(item.split == s for item in items) for s in ("train", "val", "test")}
     refit = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
-    refit |= {
-        "refit_of": run_dir.name,
-        "refit_faces": by_split,
-        "figures_from": (
-            f"{run_dir.name}: trained on the train split, validated and tested on photos it never saw; "
-            "this copy is trained again on every labelled face for deployment and has no figures of its own"
-        ),
-    }
-    write_text_atomic(json.dumps(refit, indent=2) + "\n", staging / "summary.json")
+    by_split = _refit_summary(run_dir, refit, items, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())

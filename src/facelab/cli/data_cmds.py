@@ -19,7 +19,6 @@ from facelab.cli.common import (
     WorkspaceFlag,
     detector_or_exit,
     open_workspace,
-    progress_bar,
     progress_bars,
     workspace_from,
 )
@@ -140,27 +139,21 @@ def build(
     and review decisions, until they come back or --prune forgets them. A PHOTOS folder with no
     photo at all changes nothing.
     """
-    from facelab import workflow
 
     detector = detector_or_exit(detector, sweep_step, sweep_max)
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
-        with progress_bars("Finding faces", "Embedding faces", quiet=quiet) as (advance, embedding):
-            ingested = build_or_exit(
-                lambda: workflow.ingest(
-                    ws,
-                    photos,
-                    detector=detector,
-                    margin=margin,
-                    resolve=resolve,
-                    prune=prune,
-                    scan=None if wait else scan,
-                    progress=advance,
-                    identity_progress=embedding,
-                )
-            )
+        ingested = ingest_or_exit(
+            ws,
+            photos,
+            quiet=quiet,
+            detector=detector,
+            margin=margin,
+            resolve=resolve,
+            prune=prune,
+            scan=None if wait else scan,  # after a wait the folder may have changed: scan again
+        )
         result = ingested.build
-        print_ingest_notes(ingested)
         print_build_summary(result, ws, photos)
         if result.readable == 0:
             err.print("[red]None of the photos could be read.[/]")
@@ -170,6 +163,19 @@ def build(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def ingest_or_exit(ws, photos: Path, quiet: bool = False, **options: Any):
+    """:func:`facelab.workflow.ingest` with progress bars, its folder errors as one line, and its
+    notes (unreadable photos, identity resolution) printed."""
+    from facelab import workflow
+
+    with progress_bars("Finding faces", "Embedding faces", quiet=quiet) as (advance, embedding):
+        ingested = build_or_exit(
+            lambda: workflow.ingest(ws, photos, progress=advance, identity_progress=embedding, **options)
+        )
+    print_ingest_notes(ingested)
+    return ingested
 
 
 def print_ingest_notes(ingested) -> None:
@@ -188,17 +194,13 @@ def scan_or_exit(photos: Path, workspace: Path):
     A workspace inside the photo folder (or the reverse) exits 2, a photo folder with no photo at
     all (not mounted, empty, unreadable) exits 1; one line each, and nothing is created.
     """
-    from facelab.build import NestedFolders, PhotoRootError, check_roots, scan_photos
+    from facelab.build import check_roots, scan_photos
 
-    try:
+    def scan():
         check_roots(photos, workspace)
         return scan_photos(photos)
-    except NestedFolders as exc:
-        err.print(f"[red]refused:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2) from exc
-    except PhotoRootError as exc:
-        err.print(f"[red]nothing to build:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from exc
+
+    return build_or_exit(scan)
 
 
 def build_or_exit(run: Callable[[], Any]) -> Any:
@@ -213,19 +215,6 @@ def build_or_exit(run: Callable[[], Any]) -> Any:
     except PhotoRootError as exc:
         err.print(f"[red]nothing to build:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from exc
-
-
-def resolve_identities_cli(ws, quiet: bool) -> None:
-    """Embed faces and decide each face's role; falls back to the largest-face rule without dlib."""
-    from facelab.identity import IdentityUnavailable, resolve_identities
-
-    try:
-        with progress_bar("Embedding faces", quiet) as advance:
-            summary = resolve_identities(ws, progress=advance)
-    except IdentityUnavailable as exc:
-        err.print(f"[yellow]identity resolution skipped[/]: {exc}")
-        return
-    console.print(summary.describe())
 
 
 @app.command()

@@ -20,7 +20,6 @@ from facelab.cli.common import (
     open_workspace,
     print_unknown_expectation,
     progress_bar,
-    progress_bars,
     workspace_from,
 )
 from facelab.workflow import DEFAULTS
@@ -153,16 +152,23 @@ def auto(
             )
             raise typer.Exit(2)
         strangers = _announce_strangers(strangers, workflow.strangers_folder(ws, strangers))
-        with progress_bar("Candidates", quiet=False) as advance:
-            outcome, deployment = workflow.auto(
-                ws,
-                budget_minutes=budget,
-                strangers=strangers,
-                target_fpir=target_fpir,
-                progress=advance,
-                on_phase=lambda text: err.print(f"{text}…", highlight=False),
-            )
+        outcome, deployment = _auto_with_progress(ws, budget, strangers, target_fpir)
         _print_auto(outcome, deployment, ws.root)
+
+
+def _auto_with_progress(ws, budget: float, strangers: Path | None, target_fpir: float):
+    """:func:`facelab.workflow.auto` with a line per candidate and per phase."""
+    from facelab import workflow
+
+    with progress_bar("Candidates") as advance:
+        return workflow.auto(
+            ws,
+            budget_minutes=budget,
+            strangers=strangers,
+            target_fpir=target_fpir,
+            progress=advance,
+            on_phase=lambda text: err.print(f"{text}…", highlight=False),
+        )
 
 
 def load_items_any(ws) -> bool:
@@ -278,31 +284,13 @@ def run_pipeline(
 ) -> None:
     """The whole pipeline with good defaults: build → split → auto → evaluate, then a summary."""
     from facelab import workflow
-    from facelab.cli.data_cmds import (
-        build_or_exit,
-        print_build_summary,
-        print_ingest_notes,
-        print_split_summary,
-        scan_or_exit,
-    )
+    from facelab.cli.data_cmds import ingest_or_exit, print_build_summary, print_split_summary, scan_or_exit
 
     detector = detector_or_exit(detector, sweep_step, sweep_max)
     scan = scan_or_exit(photos, workspace)
     with open_workspace(workspace, create=True, write=True, wait=wait) as ws:
         console.rule("1/4 build: find and crop faces")
-        with progress_bars("Finding faces", "Embedding faces") as (advance, embedding):
-            ingested = build_or_exit(
-                lambda: workflow.ingest(
-                    ws,
-                    photos,
-                    detector=detector,
-                    scan=None if wait else scan,
-                    progress=advance,
-                    identity_progress=embedding,
-                )
-            )
-        built = ingested.build
-        print_ingest_notes(ingested)
+        built = ingest_or_exit(ws, photos, detector=detector, scan=None if wait else scan).build
         if built.readable == 0:
             err.print(f"[red]No readable photos under {photos}[/] (expected {photos}/<person>/<photo>.jpg)")
             raise typer.Exit(1)
@@ -311,15 +299,7 @@ def run_pipeline(
         print_split_summary(workflow.split(ws, seed=seed))
         console.rule("3/4 auto: train candidates, pick the best on validation")
         strangers = _announce_strangers(strangers, workflow.strangers_folder(ws, strangers))
-        with progress_bar("Candidates") as advance:
-            outcome, deployment = workflow.auto(
-                ws,
-                budget_minutes=budget,
-                strangers=strangers,
-                target_fpir=target_fpir,
-                progress=advance,
-                on_phase=lambda text: err.print(f"{text}…", highlight=False),
-            )
+        outcome, deployment = _auto_with_progress(ws, budget, strangers, target_fpir)
         console.rule("4/4 result")
         _print_auto(outcome, deployment, ws.root, hint=False)
         console.print(
