@@ -364,3 +364,20 @@ def test_unopenable_video_is_reported(model: TinyModel, tmp_path: Path) -> None:
     result = cli("recognize", str(model.workspace), str(tmp_path / "nothing.mp4"), "-q")
     assert result.exit_code == 1
     assert "nothing.mp4" in result.stderr and "not found" in result.stderr
+
+
+def test_faces_too_small_to_name_are_counted_not_hidden(model: TinyModel, tmp_path: Path) -> None:
+    from PIL import Image
+
+    photo = next(iter(model.held_out.values()))[0]
+    with Image.open(photo) as image:
+        rgb = image.convert("RGB")
+    from facelab.embedders import find_faces
+
+    side = min(find_faces(np.asarray(rgb))[0].box.width, find_faces(np.asarray(rgb))[0].box.height)
+    scale = 30 / side  # the face becomes ~30 px: found by the detector, too small to name
+    small = tmp_path / "small.jpg"
+    rgb.resize((round(rgb.width * scale), round(rgb.height * scale))).save(small)
+    result = cli("recognize", str(model.workspace), str(small), "--format", "csv", "-q")
+    assert result.exit_code == 0
+    assert "no_face" in result.stdout and "smaller than 40 px" in result.stderr and "--min-face 0" in result.stderr

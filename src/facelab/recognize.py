@@ -296,6 +296,7 @@ class Recognizer:
         self.threshold = model.threshold if threshold is None else float(threshold)
         self.min_margin = getattr(model, "min_margin", None) if min_margin is None else float(min_margin)
         self.min_face = float(min_face)
+        self.skipped_small = 0  # faces found but smaller than min_face, since this recognizer was made
         self._detector: Any = None
         # People renamed, merged or deleted since the run was trained (facelab.people) are shown
         # by their name now (a deleted one: unknown), until the next training uses the new names.
@@ -370,7 +371,10 @@ class Recognizer:
 
             small, factor = fit_longest_side(rgb, max_side)
         faces = [scale_face(f, 1.0 / factor) for f in self.detector.detect(small)]
-        return [f for f in faces if min(f.box.width, f.box.height) >= self.min_face]
+        kept = [f for f in faces if min(f.box.width, f.box.height) >= self.min_face]
+        # Counted, so a front end can say how many faces were too small to name (not "no face").
+        self.skipped_small += len(faces) - len(kept)
+        return kept
 
     def name_faces(self, rgb: np.ndarray, faces: list[Face], top: int = 3) -> list[Recognition]:
         """Open-set answers for ``faces`` of ``rgb``, in order."""

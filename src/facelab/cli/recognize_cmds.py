@@ -323,6 +323,12 @@ def _recognize_photos(
             advance(done, len(photos), path)
     if planner is not None:
         err.print(f"annotated copies in {planner.out_dir}")
+    if recognizer.skipped_small:
+        err.print(
+            f"{recognizer.skipped_small} face(s) smaller than {recognizer.min_face:.0f} px were not named "
+            "(too small to tell people apart; --min-face 0 names them too)",
+            highlight=False,
+        )
     return failed
 
 
