@@ -21,6 +21,7 @@ ORDER = (
     "cnn_openset",
     "detectors",
     "embedding",
+    "embedders",
     "train",
     "recognize",
 )

