@@ -45,7 +45,7 @@ def create_app(
     from fastapi_offline import FastAPIOffline
 
     from facelab import __version__
-    from facelab.server import api, api_teach, pages
+    from facelab.server import api, api_clusters, api_teach, pages
 
     state = ServerState(Path(workspace), token, limits or Limits(), detector)
     state.prepare()
@@ -79,6 +79,7 @@ def create_app(
 
     app.include_router(api.router)
     app.include_router(api_teach.router)
+    app.include_router(api_clusters.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     app.add_middleware(

@@ -197,6 +197,25 @@ def albums_page(
     )
 
 
+@router.get("/albums/unnamed")
+def unnamed_faces_page(request: Request) -> HTMLResponse:
+    """Unnamed faces: the groups of the album's faces nobody is named in, largest first, to name."""
+    from facelab.server import cluster_ops
+
+    state = _state(request)
+    with state.workspace() as ws:
+        data = cluster_ops.listing(ws)
+        people = cluster_ops.known_people(ws) if data["ready"] else []
+    return _render(
+        request,
+        "albums_unnamed.html",
+        "albums",
+        data=data,
+        people=people,
+        workspace_path=str(state.root),
+    )
+
+
 @router.get("/review")
 def review_page(request: Request, person: str | None = None, show: str = "all", page: str = "1") -> HTMLResponse:
     """The review queue: every face, the most doubtful first across everyone, by filter and page."""
