@@ -420,6 +420,7 @@ def test_train_command_hands_the_embedding_track_over(tmp_path: Path, monkeypatc
         "target_fpir": 0.01,
         "include_others": False,
         "progress": None,
+        "model": "dlib",
     }
     assert result.stdout.strip().endswith("emb")
     assert [p.name for p in deployed] == ["emb"]  # proposed for deployment, by the one rule

@@ -150,9 +150,12 @@ def train_embedding(
     include_others: bool = False,
     target_fpir: float = DEFAULTS.target_fpir,
     progress: Progress | None = None,
+    embedder: str | None = None,
 ) -> Path:
-    """An embedding-track run (calibrated as it is trained). Returns its folder."""
+    """An embedding-track run (calibrated as it is trained) over ``embedder`` (default: dlib, the one
+    measured best; see ``facelab verify --help`` for the others). Returns its folder."""
     from facelab.embed_track import train_embedding_run
+    from facelab.embedders import DEFAULT_EMBEDDER
 
     with write_lock(ws.root):
         return train_embedding_run(
@@ -164,6 +167,7 @@ def train_embedding(
             include_others=include_others,
             target_fpir=target_fpir,
             progress=progress,
+            model=embedder or DEFAULT_EMBEDDER,
         )
 
 

@@ -113,6 +113,10 @@ def train(
         bool, typer.Option("--resume", help="Continue run --name (or the latest) from its last checkpoint.")
     ] = False,
     head: Annotated[str, typer.Option(help="embedding track: prototype, knn or linear.")] = "prototype",
+    embedder: Annotated[
+        str,
+        typer.Option(help="embedding track: the face embedder — dlib (default, measured best), facenet, dlib+facenet."),
+    ] = "dlib",
     strangers: Annotated[
         Path | None,
         typer.Option(
@@ -137,7 +141,7 @@ def train(
     """
     workspace, _ = workspace_from(workspace, workspace_flag)
     if track is Track.EMBEDDING:
-        _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others, wait)
+        _train_embedding(workspace, head, name, faces, strangers, target_fpir, include_others, wait, embedder)
         return
 
     from facelab import workflow
@@ -245,8 +249,14 @@ def _train_embedding(
     target_fpir: float,
     include_others: bool,
     wait: bool = False,
+    embedder: str = "dlib",
 ) -> None:
     from facelab import workflow
+    from facelab.embedders import registered_embedders
+
+    if embedder not in registered_embedders():
+        err.print(f"[red]unknown embedder {embedder!r}[/]; choose one of: {', '.join(registered_embedders())}")
+        raise typer.Exit(2)
 
     with open_workspace(workspace, write=True, wait=wait) as ws:
         try:
@@ -258,6 +268,7 @@ def _train_embedding(
                 strangers=strangers,
                 target_fpir=target_fpir,
                 include_others=include_others,
+                embedder=embedder,
             )
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             err.print(f"[red]{exc}[/]", highlight=False)
