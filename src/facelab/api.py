@@ -260,28 +260,19 @@ class Workspace:
 
     # -- recognition -----------------------------------------------------------------------
     def _recognizer_now(self) -> Any:
+        from facelab.auto import current_model
         from facelab.recognize import Recognizer
 
         with self._open() as ws:
-            current = workflow.current_run(ws)
-            detector = ws.setting("detector")
-            shown = ws.setting("person_shown")  # people renamed, merged or deleted since
-            chosen = workflow.chosen_threshold(ws, current.name) if current is not None else None
-        if current is None:
-            raise FileNotFoundError(f"{self.path} has no current model yet: call train() or auto() first")
-        deployed = workflow.deployed_model_dir(current)
-        # A re-deploy or recalibration rewrites these files: load the model anew then.
-        stamps = tuple(
-            (deployed / f).stat().st_mtime_ns for f in ("summary.json", "openset.json") if (deployed / f).exists()
-        )
-        key = (current.name, shown, stamps, chosen)
-        if self._recognizer is None or self._recognizer_run != key:
-            from facelab.runs import load_model
-
-            self._recognizer = Recognizer(
-                load_model(deployed), detector=detector, threshold=chosen, min_face=workflow.DEFAULTS.min_face
-            )
-            self._recognizer_run = key
+            # The web app's rule: reload when anything that changes the answers changed.
+            key = workflow.current_model_key(ws)
+            if key is None:
+                raise FileNotFoundError(f"{self.path} has no current model yet: call train() or auto() first")
+            if self._recognizer is None or self._recognizer_run != key:
+                self._recognizer = Recognizer(
+                    current_model(ws), detector=ws.setting("detector"), min_face=workflow.DEFAULTS.min_face
+                )
+                self._recognizer_run = key
         return self._recognizer
 
     def recognize(self, image: Image) -> list[RecognizedFace]:

@@ -129,28 +129,37 @@ def confusion_matrix_plot(matrix: np.ndarray, classes: list[str], path: Path) ->
     return path
 
 
-def error_gallery(errors: list[tuple[Path, str, str, float]], path: Path, limit: int = 40) -> Path:
-    """Misnamed faces: each crop with its true and predicted name (the seed's "show predictions")."""
+def _face_grid(faces: list[tuple[Path, str, str]], path: Path, suptitle: str, empty: str, columns: int = 6) -> Path:
+    """A grid of face crops, each ``(crop, title, title colour)``; ``empty`` is shown when there are none."""
     from PIL import Image
 
     plt = _pyplot()
-    shown = errors[:limit]
-    columns = 6
-    rows = max(1, -(-len(shown) // columns))
+    rows = max(1, -(-len(faces) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.35), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (crop, true, pred, score) in zip(axes.flat, shown, strict=False):
+    for ax, (crop, title, colour) in zip(axes.flat, faces, strict=False):
         with Image.open(crop) as image:
             ax.imshow(image.convert("RGB"))
-        ax.set_title(f"{true}\n→ {pred} ({score:.2f})", fontsize=8, color="darkred")
-    if not shown:
-        axes.flat[0].text(0.5, 0.5, "no errors", ha="center", va="center", fontsize=14)
-    suffix = f" (first {limit} of {len(errors)})" if len(errors) > limit else ""
-    fig.suptitle(f"Misnamed faces: true → predicted (score){suffix}", fontsize=10)
+        ax.set_title(title, fontsize=8, color=colour)
+    if not faces:
+        axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center", fontsize=14)
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     save_figure(fig, path)
     return path
+
+
+def error_gallery(errors: list[tuple[Path, str, str, float]], path: Path, limit: int = 40) -> Path:
+    """Misnamed faces: each crop with its true and predicted name (the seed's "show predictions")."""
+    shown = errors[:limit]
+    suffix = f" (first {limit} of {len(errors)})" if len(errors) > limit else ""
+    return _face_grid(
+        [(crop, f"{true}\n→ {pred} ({score:.2f})", "darkred") for crop, true, pred, score in shown],
+        path,
+        f"Misnamed faces: true → predicted (score){suffix}",
+        "no errors",
+    )
 
 
 def sample_gallery(samples: list[tuple[Path, str, str, float]], path: Path, n: int = 24, seed: int = 0) -> Path:
@@ -159,29 +168,17 @@ def sample_gallery(samples: list[tuple[Path, str, str, float]], path: Path, n: i
     ``seed`` shows the same faces, so runs can be compared picture for picture."""
     import random
 
-    from PIL import Image
-
-    plt = _pyplot()
     shown = random.Random(seed).sample(samples, min(n, len(samples)))
-    columns = 6
-    rows = max(1, -(-len(shown) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.0, rows * 2.35), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, (crop, true, answer, score) in zip(axes.flat, shown, strict=False):
-        with Image.open(crop) as image:
-            ax.imshow(image.convert("RGB"))
-        colour = "darkgreen" if answer == true else "darkred"
-        ax.set_title(f"{true}\n{answer} ({score:.2f})", fontsize=8, color=colour)
-    if not shown:
-        axes.flat[0].text(0.5, 0.5, "no faces", ha="center", va="center", fontsize=14)
     right = sum(answer == true for _, true, answer, _ in shown)
-    fig.suptitle(
-        f"{len(shown)} random faces (seed {seed}): true name, then the answer (score) — {right} right", fontsize=10
+    return _face_grid(
+        [
+            (crop, f"{true}\n{answer} ({score:.2f})", "darkgreen" if answer == true else "darkred")
+            for crop, true, answer, score in shown
+        ],
+        path,
+        f"{len(shown)} random faces (seed {seed}): true name, then the answer (score) — {right} right",
+        "no faces",
     )
-    fig.tight_layout()
-    save_figure(fig, path)
-    return path
 
 
 def det_plot(result: dict, path: Path) -> Path:

@@ -41,7 +41,15 @@ Progress = Callable[[int, int, object], None]
 CURRENT_MODEL = "current_model"
 DEPLOYED = "deployed"  # RUN/deployed/: the current run refit on every labelled face
 # The files of an embedding run that loading needs; the refit replaces head.npz.
-_REFIT_FILES = ("summary.json", "config.yaml", "openset.json", "history.csv")
+_REFIT_FILES = ("summary.json", "config.yaml", "history.csv")
+# A run's unknown answer: its threshold and, for CNN runs, the embedding gate. A refit keeps them.
+CALIBRATION_FILES = ("openset.json", "gate.npz", "gate.json")
+
+
+def _copy_calibration(run_dir: Path, target: Path) -> None:
+    for name in CALIBRATION_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, target / name)
 
 
 @dataclass(frozen=True)
@@ -203,9 +211,9 @@ def calibrate(
 
     with write_lock(ws.root):
         payload = calibrate_run(ws, run_dir, strangers_folder(ws, strangers), target_fpir)
-        current = current_run(ws)
-        if current is not None and current.resolve() == Path(run_dir).resolve():
-            refit_on_all(ws, current)  # the deployed copy carries the new threshold too
+        deployed = deployed_model_dir(Path(run_dir))
+        if deployed != Path(run_dir):
+            _copy_calibration(Path(run_dir), deployed)  # the deployed refit answers with the new threshold
         return payload
 
 
@@ -294,6 +302,30 @@ def choose_threshold(ws: Workspace, run: str, value: float | None) -> None:
         else:
             data[run] = float(value)
         ws.set_setting(THRESHOLDS_SETTING, json.dumps(data, sort_keys=True))
+
+
+def current_model_key(ws: Workspace) -> tuple | None:
+    """What can change the current model's answers without a restart, for callers that keep a loaded
+    recognizer (the web app, :class:`facelab.api.Workspace`): which run is current, its deployed files
+    being rewritten (re-deploy, recalibration), enrolments in the gallery, the detector, people
+    renamed or deleted, and the threshold chosen for the run. None when there is no current model."""
+    name = ws.setting(CURRENT_MODEL)
+    if not name:
+        return None
+    run = deployed_model_dir(ws.runs_dir / name)
+    stamps = tuple(
+        (run / f).stat().st_mtime_ns if (run / f).exists() else 0 for f in ("summary.json", "openset.json", "head.npz")
+    )
+    gallery = ws.query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM gallery")[0]
+    return (
+        name,
+        stamps,
+        gallery["n"],
+        gallery["last"],
+        ws.setting("detector"),
+        ws.setting("person_shown"),
+        chosen_threshold(ws, name),
+    )
 
 
 def split_trained_run(run_dir: Path) -> Path:
@@ -420,6 +452,7 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     for name in _REFIT_FILES:
         if (run_dir / name).is_file():
             shutil.copy2(run_dir / name, staging / name)
+    _copy_calibration(run_dir, staging)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
@@ -481,9 +514,7 @@ def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None
     # faces themselves, only so the loop can run (there is nothing left to hold out).
     recipe = dataclasses.replace(config, epochs=epochs, patience=0, offline_aug=0, name=None)
     fit(recipe, pairs, pairs, staging, reporter=NullReporter(), extra_summary={"workspace": str(ws.root)})
-    for name in ("openset.json", "gate.npz", "gate.json"):
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, staging / name)
+    _copy_calibration(run_dir, staging)
     refit = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
     by_split = _refit_summary(run_dir, refit, items, staging)
     shutil.rmtree(target, ignore_errors=True)

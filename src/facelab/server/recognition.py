@@ -33,29 +33,9 @@ class ModelCache:
 
     @staticmethod
     def _key_of(ws: Workspace) -> tuple | None:
-        name = ws.setting("current_model")
-        if not name:
-            return None
-        from facelab.workflow import deployed_model_dir
+        from facelab.workflow import current_model_key
 
-        run = deployed_model_dir(ws.runs_dir / name)
-        stamps = tuple(
-            (run / f).stat().st_mtime_ns if (run / f).exists() else 0
-            for f in ("summary.json", "openset.json", "head.npz")
-        )
-        gallery = ws.query("SELECT COUNT(*) AS n, COALESCE(MAX(id), 0) AS last FROM gallery")[0]
-        from facelab.server.threshold_ops import saved_threshold
-
-        # person_shown: a rename, merge or delete of people changes the names shown.
-        return (
-            name,
-            stamps,
-            gallery["n"],
-            gallery["last"],
-            ws.setting("detector"),
-            ws.setting("person_shown"),
-            saved_threshold(ws, name),
-        )
+        return current_model_key(ws)
 
     def recognizer(self, ws: Workspace) -> Any:
         """The recognizer of the current model; :class:`NotFound` when there is none yet."""
@@ -68,10 +48,10 @@ class ModelCache:
                 from facelab.recognize import Recognizer
                 from facelab.workflow import DEFAULTS
 
-                # The CLI's and the Python API's defaults: the same face gets the same answer —
-                # except for a threshold the user chose for this run in the web app (key[-1]).
+                # The CLI's and the Python API's defaults (and the threshold chosen for the run,
+                # applied by current_model): the same face gets the same answer.
                 self._recognizer = Recognizer(
-                    current_model(ws), detector=ws.setting("detector"), min_face=DEFAULTS.min_face, threshold=key[-1]
+                    current_model(ws), detector=ws.setting("detector"), min_face=DEFAULTS.min_face
                 )
                 self._key = key
             return self._recognizer
