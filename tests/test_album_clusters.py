@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import shutil
 from collections import Counter
@@ -28,7 +27,7 @@ from facelab.albums import find_photos
 from facelab.imageio import iter_image_files
 from facelab.recognize import Recognizer
 from facelab.store import Workspace, blob_to_vector
-from tiny_model import TinyModel
+from tiny_model import TinyModel, copy_workspace
 
 UNKNOWN_PEOPLE = ("maria_sharapova", "lionel_messi")
 PHOTOS_EACH = 12
@@ -40,22 +39,6 @@ def cli(*args: str):
     from facelab.cli import app, recognize_cmds  # noqa: F401  (registers the commands)
 
     return CliRunner().invoke(app, list(args))
-
-
-def own_workspace(source: Path, dest: Path) -> Path:
-    """A copy of ``source`` whose runs use the copy's own gallery.
-
-    A run records the workspace it was trained in, and an embedding run reads the gallery of that
-    workspace while it exists — so in a plain copy, people enrolled into the copy stay unknown to
-    its model. Pointing the copy's runs at the copy makes it behave like a workspace of its own.
-    """
-    shutil.copytree(source, dest, symlinks=True)
-    for summary in dest.glob("runs/**/summary.json"):
-        data = json.loads(summary.read_text())
-        if "workspace" in data:
-            data["workspace"] = str(dest.resolve())
-            summary.write_text(json.dumps(data))
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +58,7 @@ def library(tiny_model: TinyModel, shared_data: Path, tmp_path_factory: pytest.T
 @pytest.fixture(scope="module")
 def indexed(tiny_model: TinyModel, library: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model's workspace (copied) with the library indexed through the CLI; never changed."""
-    ws = own_workspace(tiny_model.workspace, tmp_path_factory.mktemp("cluster-ws") / "ws")
+    ws = copy_workspace(tiny_model.workspace, tmp_path_factory.mktemp("cluster-ws") / "ws")
     result = cli("album", "index", str(library), "-w", str(ws), "-q")
     assert result.exit_code == 0, result.output
     return ws
@@ -84,7 +67,7 @@ def indexed(tiny_model: TinyModel, library: Path, tmp_path_factory: pytest.TempP
 @pytest.fixture
 def ws(indexed: Path, tmp_path: Path) -> Path:
     """A test's own copy of the indexed workspace (clustering and naming change it)."""
-    return own_workspace(indexed, tmp_path / "ws")
+    return copy_workspace(indexed, tmp_path / "ws")
 
 
 def truth(ws: Path) -> dict[str, str]:

@@ -11,7 +11,6 @@ files whose real path lies inside an indexed library. Tests that change the work
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import socket
 import subprocess
@@ -34,24 +33,13 @@ from fastapi.testclient import TestClient
 
 from facelab.server.app import create_app
 from facelab.store import Workspace
-from tiny_model import TinyModel
+from tiny_model import TinyModel, copy_workspace
 
 BASE = "http://127.0.0.1"
 UNKNOWN_PEOPLE = ("maria_sharapova", "lionel_messi")
 PHOTOS_EACH = 12
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
-
-
-def own_workspace(source: Path, dest: Path) -> Path:
-    """A copy of ``source`` whose runs use the copy's own gallery (see tests/test_album_clusters.py)."""
-    shutil.copytree(source, dest, symlinks=True)
-    for summary in dest.glob("runs/**/summary.json"):
-        data = json.loads(summary.read_text())
-        if "workspace" in data:
-            data["workspace"] = str(dest.resolve())
-            summary.write_text(json.dumps(data))
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +59,7 @@ def indexed(tiny_model: TinyModel, shared_data: Path, tmp_path_factory: pytest.T
     for person in ("jerry_seinfeld", "madonna"):
         photo = tiny_model.held_out[person][0]
         shutil.copy(photo, library / "family" / f"{person}{photo.suffix}")
-    root = own_workspace(tiny_model.workspace, base / "ws")
+    root = copy_workspace(tiny_model.workspace, base / "ws")
     with Workspace(root, create=False) as ws:
         index_library(ws, library, Recognizer.from_path(root))
     return root
@@ -80,7 +68,7 @@ def indexed(tiny_model: TinyModel, shared_data: Path, tmp_path_factory: pytest.T
 @pytest.fixture
 def ws(indexed: Path, tmp_path: Path) -> Path:
     """A test's own copy of the indexed workspace (grouping and naming change it)."""
-    return own_workspace(indexed, tmp_path / "ws")
+    return copy_workspace(indexed, tmp_path / "ws")
 
 
 def _client(root: Path) -> TestClient:

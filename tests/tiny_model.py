@@ -57,3 +57,11 @@ def build_tiny_model(shared_data: Path, root: Path) -> TinyModel:
         run_dir = train_embedding_run(ws, head="prototype", strangers=strangers, target_fpir=0.01)
         ws.set_setting("current_model", run_dir.name)
     return TinyModel(root / "ws", run_dir, held_out)
+
+
+def copy_workspace(source: Path, dest: Path) -> Path:
+    """A private copy of a workspace (links kept as links). Its runs read the copy's own gallery: a
+    run belongs to the workspace it lies in (facelab.embed_track), so enrolling into the copy never
+    touches the shared original."""
+    shutil.copytree(source, dest, symlinks=True)
+    return dest
