@@ -19,7 +19,9 @@ registered name must always mean the same vectors: register a new name for new s
 
 from __future__ import annotations
 
+import itertools
 import math
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -97,6 +99,12 @@ def embedder_info(name: str) -> EmbedderInfo:
     return _REGISTRY[name]
 
 
+def has_built_embedders() -> bool:
+    """Whether this process has built an embedder (and so may hold its runtime's threads)."""
+    with _LOCK:
+        return bool(_CACHE)
+
+
 def get_embedder(name: str = DEFAULT_EMBEDDER) -> Embedder:
     """The embedder called ``name``, built once per process (raises :class:`EmbedderUnavailable`)."""
     info = embedder_info(name)
@@ -169,15 +177,41 @@ class DlibEmbedder:
     * ``padding`` — context around the aligned face, as a fraction of it; 0.25 is what the
       network was trained with. Leave it.
     * ``box_from`` — ``"landmarks"`` (default) or ``"box"``: see :func:`dlib_box_for`.
+
+    Parameters that change only the speed (the vectors are dlib's either way):
+
+    * ``backend`` — which runtime computes the network on dlib's aligned 150×150 chips: ``"onnx"``
+      (the same network converted from the ``.dat`` file and run by onnxruntime: ~15× less CPU
+      than the BLAS-less ``dlib-bin`` wheel, docs/benchmarks_dlib_onnx.md; :mod:`facelab.dlib_onnx`;
+      equal to dlib's vectors within 1e-6), ``"dlib"`` (dlib's own network) or ``None``: the environment variable
+      ``FACELAB_DLIB_BACKEND`` if set, else onnx, falling back to dlib with a one-line note when the
+      conversion fails. Jittered vectors (``num_jitters`` > 0) always use dlib's network: its random
+      jitter is dlib's own.
+    * ``threads`` — onnxruntime's intra-op threads for the onnx backend; 0 (default) is
+      ``FACELAB_THREADS`` if set, else onnxruntime's default (one per core). Use 1 in worker pools.
     """
 
     dim = 128
 
     def __init__(
-        self, name: str = "dlib", *, num_jitters: int = 0, padding: float = 0.25, box_from: str = "landmarks"
+        self,
+        name: str = "dlib",
+        *,
+        num_jitters: int = 0,
+        padding: float = 0.25,
+        box_from: str = "landmarks",
+        backend: str | None = None,
+        threads: int = 0,
     ) -> None:
+        import os
+
+        from facelab.dlib_onnx import BACKEND_ENV
+
         if box_from not in ("landmarks", "box"):
             raise ValueError(f"box_from must be 'landmarks' or 'box', not {box_from!r}")
+        requested = (backend or os.environ.get(BACKEND_ENV, "") or "auto").strip().lower()
+        if requested not in ("auto", "onnx", "dlib"):
+            raise ValueError(f"dlib backend must be 'onnx' or 'dlib' ({BACKEND_ENV} or backend=), not {requested!r}")
         try:
             import dlib
         except ImportError as exc:
@@ -200,9 +234,21 @@ class DlibEmbedder:
         self.box_from = box_from
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(predictor))
-        self._network = dlib.face_recognition_model_v1(str(network))
-        # dlib's network object is not documented as thread-safe; the web server may call us
-        # from several threads.
+        self._onnx = None
+        if requested != "dlib" and self.num_jitters == 0:
+            from facelab.dlib_onnx import DlibOnnxNetwork
+
+            try:
+                self._onnx = DlibOnnxNetwork(network, threads=threads)
+            except Exception as exc:  # any failure to convert or load: dlib's network gives the same vectors
+                if requested == "onnx":
+                    raise EmbedderUnavailable(f"dlib's network could not run with onnxruntime: {exc}") from exc
+                print(f"facelab: dlib embedder: onnxruntime unavailable ({exc}); using dlib's network", file=sys.stderr)
+        self.backend = "onnx" if self._onnx is not None else "dlib"
+        self._network = dlib.face_recognition_model_v1(str(network)) if self._onnx is None else None
+        # dlib's objects are not documented as thread-safe and the web server may call us from
+        # several threads: landmarks, chips and dlib's network run under this lock. onnxruntime's
+        # run() is thread-safe, so the onnx network runs outside it.
         self._lock = threading.Lock()
 
     def _shapes(self, rgb: np.ndarray, faces: Sequence[Face]):
@@ -215,23 +261,37 @@ class DlibEmbedder:
             shapes.append(self._predictor(rgb, self._dlib.rectangle(x1, y1, x2, y2)))
         return shapes
 
+    def _chips(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[np.ndarray]:
+        """dlib's aligned 150×150 chips, cut as ``compute_face_descriptor`` cuts them (caller holds the lock)."""
+        return self._dlib.get_face_chips(rgb, self._shapes(rgb, faces), size=150, padding=self.padding)
+
     def embed(self, rgb: np.ndarray, faces: Sequence[Face]) -> np.ndarray:
         """Vectors ``(len(faces), 128)`` float32; the network sees all faces of the photo in one call."""
         if not faces:
             return np.zeros((0, self.dim), dtype=np.float32)
         rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
+        if self._onnx is not None:
+            with self._lock:
+                chips = self._chips(rgb, faces)
+            return self._onnx.compute(np.stack(chips)).reshape(len(faces), self.dim)
         with self._lock:
             shapes = self._shapes(rgb, faces)
             vectors = self._network.compute_face_descriptor(rgb, shapes, self.num_jitters, self.padding)
         return np.asarray([np.asarray(v) for v in vectors], dtype=np.float32).reshape(len(faces), self.dim)
 
     def embed_batch(self, images: Sequence[np.ndarray], faces: Sequence[Sequence[Face]]) -> list[np.ndarray]:
-        """Vectors for several photos in one network call (dlib's batch API; helps on a GPU build)."""
+        """Vectors for several photos in one network call (one onnxruntime batch, or dlib's batch API)."""
         pairs = [(np.ascontiguousarray(img, dtype=np.uint8), f) for img, f in zip(images, faces, strict=True)]
         pairs_with_faces = [(img, f) for img, f in pairs if f]
         out: list[np.ndarray] = []
         results: Iterator[np.ndarray] = iter(())
-        if pairs_with_faces:
+        if pairs_with_faces and self._onnx is not None:
+            with self._lock:
+                chips = [chip for img, f in pairs_with_faces for chip in self._chips(img, f)]
+            vectors = self._onnx.compute(np.stack(chips))
+            bounds = np.cumsum([0] + [len(f) for _, f in pairs_with_faces])
+            results = iter(vectors[a:b] for a, b in itertools.pairwise(bounds))
+        elif pairs_with_faces:
             with self._lock:
                 shapes = [self._shapes(img, f) for img, f in pairs_with_faces]
                 batches = self._network.compute_face_descriptor(
@@ -259,7 +319,10 @@ register_embedder(
         # naming 1% of strangers was 0.53–0.61 (median 0.556) to the prototype and 0.55–0.63
         # (median 0.588) for kNN (k=3); the defaults sit at or below the medians (stricter).
         unknown_distance={"prototype": 0.55, "knn": 0.57},
-        notes="dlib ResNet-29, 128-d, 5-point alignment; ~0.1 s per face on one CPU core",
+        notes=(
+            "dlib ResNet-29, 128-d, 5-point alignment; run by onnxruntime (same vectors, "
+            "docs/benchmarks_dlib_onnx.md), dlib's own network as the fallback"
+        ),
         layers=29,  # dlib's face recognition ResNet: 29 convolutional layers
     )
 )
