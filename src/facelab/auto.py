@@ -80,6 +80,11 @@ CANDIDATES: tuple[Candidate, ...] = (
         _transfer("efficientnet_lite0", "feature-extract", "rotation"),
     ),
     Candidate("mobilenet_v2-two-stage-rotation", 1.6, 30, _transfer("mobilenet_v2", "two-stage", "rotation")),
+    # The metric stage: warm-up on cached features, then every layer for up to 12 epochs on P×K
+    # batches (bystanders included), then its own calibration. Measured 1.8 s per face for 8 epochs
+    # on a busy 2-core machine (docs/benchmarks_metric.md), where it left far more known faces
+    # unnamed at FPIR 1% than dlib: it comes last, and wins only where validation says so.
+    Candidate("mobilenet_v2-metric-rotation", 2.5, 40, _transfer("mobilenet_v2", "metric", "rotation")),
 )
 
 
@@ -108,29 +113,64 @@ def calibrate_run(
     strangers folder) — the bystanders of the user's photos who match none of the people
     (:func:`facelab.embed_track.calibrate_vectors`). CNN runs: the softmax threshold from strangers
     and bystanders as far as there are any, and the embedding gate anew (:mod:`facelab.gate`).
+    Metric runs: the embedding track's evidence scored by the run's own network
+    (:mod:`facelab.metric_calibrate`).
     """
-    from facelab.embed_track import EmbeddingModel, bystander_vectors
-
-    model = load_model(run_dir)
-    faces = read_summary(run_dir).get("faces", FaceSelection.RESOLVED)
-    val = load_items(ws, "val", faces) or load_items(ws, "train", FaceSelection.RESOLVED)
     if bystanders is None:
         bystanders = strangers is None
-    if isinstance(model, EmbeddingModel):
-        calibration = model.calibrate(
-            val,
-            bystanders=bystander_vectors(ws, model.embedder) if bystanders else None,
-            strangers=strangers,
-            target_fpir=target_fpir,
-        )
-    else:
-        calibration = _calibrate_scores(ws, model, val, strangers, target_fpir, bystanders)
-        from facelab.transfer import write_gate
+    track = read_summary(run_dir).get("track", "transfer")
+    return _CALIBRATORS.get(track, _calibrate_cnn)(ws, Path(run_dir), strangers, target_fpir, bystanders)
 
-        write_gate(ws, run_dir, strangers)
+
+def _validation_items(ws: Workspace, run_dir: Path) -> list:
+    faces = read_summary(run_dir).get("faces", FaceSelection.RESOLVED)
+    return load_items(ws, "val", faces) or load_items(ws, "train", FaceSelection.RESOLVED)
+
+
+def _write_openset(run_dir: Path, calibration: Calibration) -> dict:
     payload = calibration.to_json()
     write_text_atomic(json.dumps(payload, indent=2) + "\n", run_dir / "openset.json")
     return payload
+
+
+def _calibrate_embedding(
+    ws: Workspace, run_dir: Path, strangers: Path | None, target_fpir: float, bystanders: bool
+) -> dict:
+    from facelab.embed_track import EmbeddingModel, bystander_vectors
+
+    model = load_model(run_dir)
+    assert isinstance(model, EmbeddingModel)
+    calibration = model.calibrate(
+        _validation_items(ws, run_dir),
+        bystanders=bystander_vectors(ws, model.embedder) if bystanders else None,
+        strangers=strangers,
+        target_fpir=target_fpir,
+    )
+    return _write_openset(run_dir, calibration)
+
+
+def _calibrate_cnn(ws: Workspace, run_dir: Path, strangers: Path | None, target_fpir: float, bystanders: bool) -> dict:
+    from facelab.transfer import write_gate
+
+    model = load_model(run_dir)
+    calibration = _calibrate_scores(ws, model, _validation_items(ws, run_dir), strangers, target_fpir, bystanders)
+    write_gate(ws, run_dir, strangers)
+    return _write_openset(run_dir, calibration)
+
+
+def _calibrate_metric(
+    ws: Workspace, run_dir: Path, strangers: Path | None, target_fpir: float, bystanders: bool
+) -> dict:
+    from facelab.metric_calibrate import calibrate_metric_run
+
+    return calibrate_metric_run(ws, run_dir, strangers=strangers, target_fpir=target_fpir, bystanders=bystanders)
+
+
+# How each track's unknown threshold is calibrated; tracks not named here are CNN classifiers.
+_CALIBRATORS: dict[str, Callable[[Workspace, Path, Path | None, float, bool], dict]] = {
+    "embedding": _calibrate_embedding,
+    "metric": _calibrate_metric,
+}
 
 
 def _calibrate_scores(

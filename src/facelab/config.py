@@ -26,11 +26,15 @@ class Strategy(StrEnum):
     ``fine-tune``: every layer trains from the first epoch (slowest; best with lots of data).
     ``two-stage``: head first on cached features, then all layers at a lower learning rate
     (fastai's ``fine_tune``; usually the most accurate with a few hundred faces per person).
+    ``metric``: a face embedding of the user's own: a classification warm-up, then every layer
+    trains with an additive-margin loss on balanced people × faces batches, bystanders pushed away
+    from every person; answers with a calibrated "unknown" threshold (see :mod:`facelab.metric_fit`).
     """
 
     FEATURE_EXTRACT = "feature-extract"
     FINE_TUNE = "fine-tune"
     TWO_STAGE = "two-stage"
+    METRIC = "metric"
 
 
 class Augment(StrEnum):
@@ -89,6 +93,9 @@ STRATEGY_DEFAULTS: dict[Strategy, StrategyDefaults] = {
     Strategy.FEATURE_EXTRACT: StrategyDefaults(epochs=60, lr=3e-3, patience=15),
     Strategy.FINE_TUNE: StrategyDefaults(epochs=20, lr=3e-4, patience=6),
     Strategy.TWO_STAGE: StrategyDefaults(epochs=15, lr=3e-3, patience=6),
+    # Metric: lr is the warm-up's (projection and class centres on cached features); the margin
+    # stage trains every layer at lr × unfreeze_lr_factor, as two-stage does.
+    Strategy.METRIC: StrategyDefaults(epochs=12, lr=3e-3, patience=5),
 }
 
 # The seed's recipe: Resize 224, no normalisation, Adam 1e-3, batch 32, 100 epochs, the epoch

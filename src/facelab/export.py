@@ -6,6 +6,9 @@
   ``facelab``, JSON): class names, the unknown threshold and look-alike margin, the preprocessing
   (size, mean/std, crop margin) and the run's embedding gate (prototypes + threshold), so an
   exported model answers "unknown" as the run does. Runs with onnxruntime; PyTorch is not needed.
+* A metric run (``--strategy metric``) exports to ONNX too: its embedding network followed by the
+  cosine to each person's prototype (output ``similarities``), the unknown threshold in the
+  metadata (``score_kind`` ``similarity``); only the prototype head exports (a kNN head is refused).
 * ``facelab export RUN --format bundle --out FILE.zip`` — an embedding run as the files that define
   it (summary, head vectors, calibration): small, no network inside (the embedder, e.g. dlib, is
   installed with facelab).
@@ -19,7 +22,7 @@ import json
 import tempfile
 import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +44,14 @@ def export_run(run_dir: Path, fmt: str, out: Path) -> Path:
     from facelab.runs import read_summary
 
     track = read_summary(run_dir).get("track", "transfer")
-    if fmt == "onnx":
-        if track != "transfer":
-            raise ExportError(f"{run_dir.name} is an embedding run: export it with --format bundle")
-        return _export_onnx(run_dir, out)
-    if fmt == "bundle":
-        if track != "embedding":
-            raise ExportError(f"{run_dir.name} is a CNN run: export it with --format onnx")
-        return _export_bundle(run_dir, out)
-    raise ExportError(f"unknown export format {fmt!r}: onnx (CNN runs) or bundle (embedding runs)")
+    if fmt not in ("onnx", "bundle"):
+        raise ExportError(f"unknown export format {fmt!r}: onnx (CNN and metric runs) or bundle (embedding runs)")
+    exporter = _EXPORTERS.get((fmt, track))
+    if exporter is None:
+        other = "bundle" if track == "embedding" else "onnx"
+        kind = "an embedding run" if track == "embedding" else f"a CNN run ({track} track)"
+        raise ExportError(f"{run_dir.name} is {kind}: export it with --format {other}")
+    return exporter(run_dir, out)
 
 
 def _export_onnx(run_dir: Path, out: Path) -> Path:
@@ -89,29 +91,77 @@ def _export_onnx(run_dir: Path, out: Path) -> Path:
     return out
 
 
-def _export_graph(torch: Any, module: Any, example: Any, path: Path) -> None:
+def _export_graph(torch: Any, module: Any, example: Any, path: Path, output: str = "probabilities") -> None:
     torch.onnx.export(
         module,
         (example,),
         str(path),
         dynamo=False,  # the TorchScript exporter: no onnxscript needed, CNNs export as they are
         input_names=["images"],
-        output_names=["probabilities"],
-        dynamic_axes={"images": {0: "faces"}, "probabilities": {0: "faces"}},
+        output_names=[output],
+        dynamic_axes={"images": {0: "faces"}, output: {0: "faces"}},
         opset_version=17,
     )
 
 
-def _onnx_metadata(model: Any) -> dict:
+def _export_metric_onnx(run_dir: Path, out: Path) -> Path:
+    """A metric run as one graph: the embedding network, then the cosine to each person's prototype
+    (output ``similarities``, faces × people). The prototypes ride inside the graph; the threshold in
+    the metadata. A kNN head keeps every training face and is not exported."""
+    import torch
+
+    from facelab.imageio import write_bytes_atomic
+    from facelab.metric_model import MetricModel
+
+    try:
+        import onnx
+    except ImportError as exc:
+        raise ExportError("exporting ONNX needs the onnx package: pip install 'facelab[export]'") from exc
+    model = MetricModel(run_dir, device="cpu")
+    try:
+        prototypes = torch.from_numpy(model.prototypes()).float()
+    except ValueError as exc:
+        raise ExportError(
+            f"{run_dir.name}: only the prototype head exports to ONNX (this run's head is {model.params.head}); "
+            "train it with the prototype head"
+        ) from exc
+    net = model.net.float().eval()
+
+    class WithPrototypes(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module, centres: torch.Tensor) -> None:
+            super().__init__()
+            self.inner = inner
+            self.register_buffer("centres", centres)
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            return self.inner(images) @ self.centres.T
+
+    size = model.preprocessing.image_size
+    example = torch.rand(1, 3, size, size)
+    with tempfile.TemporaryDirectory(prefix="facelab-export-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            _export_graph(torch, WithPrototypes(net, prototypes), example, path, output="similarities")
+        graph = onnx.load(str(path))
+    meta = graph.metadata_props.add()
+    meta.key, meta.value = METADATA_KEY, json.dumps(_onnx_metadata(model, "similarity"), ensure_ascii=False)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomic(graph.SerializeToString(), out)
+    return out
+
+
+def _onnx_metadata(model: Any, score_kind: str = "probability") -> dict:
     from facelab.runs import run_name
 
     pre = model.preprocessing
-    gate = model.gate
+    gate = getattr(model, "gate", None)
     return {
         "format": FORMAT_VERSION,
         "run": run_name(model.run_dir),
         "classes": list(model.classes),
-        "score_kind": "probability",
+        "score_kind": score_kind,
         "threshold": model.threshold,
         "min_margin": model.min_margin,
         "image_size": pre.image_size,
@@ -144,6 +194,14 @@ def _export_bundle(run_dir: Path, out: Path) -> Path:
             archive.writestr("facelab-bundle.json", json.dumps({"format": FORMAT_VERSION, "run": run_dir.name}))
         write_bytes_atomic(staging.read_bytes(), out)
     return out
+
+
+# (format, track) → exporter; a pair not here is refused with the format that track exports to.
+_EXPORTERS: dict[tuple[str, str], Callable[[Path, Path], Path]] = {
+    ("onnx", "transfer"): _export_onnx,
+    ("onnx", "metric"): _export_metric_onnx,
+    ("bundle", "embedding"): _export_bundle,
+}
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -183,7 +241,7 @@ def _load_bundle(path: Path) -> Any:
 
 
 class OnnxModel:
-    """An exported CNN run, run with onnxruntime: satisfies :class:`facelab.runs.Model` for photos.
+    """An exported CNN or metric run, run with onnxruntime: satisfies :class:`facelab.runs.Model` for photos.
 
     Faces are cropped as in training (the run's crop margin), resized to the network's input with
     the run's own transform when PyTorch is installed (identical scores), else with Pillow's
@@ -202,6 +260,8 @@ class OnnxModel:
         if meta is None:
             raise ValueError(f"{path}: an ONNX model without facelab's metadata (export it with facelab export)")
         self.meta = json.loads(meta)
+        # A CNN classifier's probabilities, or a metric run's cosine similarities to its prototypes.
+        self.score_kind: str = self.meta.get("score_kind", "probability")
         self.classes: list[str] = list(self.meta["classes"])
         self.min_margin: float | None = self.meta.get("min_margin")
         self.crop_margin = float(self.meta["crop_margin"])
@@ -250,7 +310,8 @@ class OnnxModel:
             return np.stack(out).astype(np.float32)
 
     def predict_inputs(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities for preprocessed inputs (N×3×S×S float32), as the graph computes them."""
+        """Scores for preprocessed inputs (N×3×S×S float32), as the graph computes them: probabilities,
+        or a metric run's similarities (``score_kind``)."""
         return self.session.run(None, {"images": np.asarray(images, dtype=np.float32)})[0]
 
     def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:

@@ -46,6 +46,9 @@ MIN_SOURCE_SAMPLES = 99
 # default), so reference faces below it are not evidence about what recognition will do.
 DEFAULT_MIN_FACE = 40
 
+# What the ``floor`` of :func:`choose_threshold` is when the caller does not say.
+DEFAULT_FLOOR_REASON = "measured default distance"
+
 SOURCE_WORDS = {
     "strangers": "your strangers folder",
     "reference": "reference strangers shipped with facelab (LFW embeddings)",
@@ -133,7 +136,11 @@ def _lowest_threshold(fpir_at: Callable[[float], float], candidates: np.ndarray,
 
 
 def choose_threshold(
-    sources: Sequence[Evidence], n_people: int, target_fpir: float, floor: float | None = None
+    sources: Sequence[Evidence],
+    n_people: int,
+    target_fpir: float,
+    floor: float | None = None,
+    floor_reason: str = DEFAULT_FLOOR_REASON,
 ) -> ThresholdChoice:
     """The unknown threshold for a gallery of ``n_people`` from impostor ``sources``.
 
@@ -142,7 +149,8 @@ def choose_threshold(
     sources with at least :data:`MIN_SOURCE_SAMPLES` impostors must name at most ``target_fpir`` of
     strangers meeting all ``n_people``, the ``reference`` source alone must too (so thin
     own-population evidence never loosens it), and a smaller strangers folder must see none of its
-    strangers named. With no usable source, ``floor`` (a measured default) is used. Raise
+    strangers named. With no usable source, ``floor`` (a measured default; ``floor_reason`` says
+    what it is, in words) is used. Raise
     ``target_fpir`` to miss fewer of your people, lower it to name fewer strangers.
     """
     usable = [s for s in sources if s.n >= MIN_SOURCE_SAMPLES]
@@ -152,7 +160,7 @@ def choose_threshold(
     everything = [*deciding, *small_folder]
     threshold: float | None
     if not everything:
-        threshold, decided = floor, "measured default distance (no impostor evidence)"
+        threshold, decided = floor, f"{floor_reason} (no impostor evidence)"
     else:
         finite = np.concatenate([s.scores[np.isfinite(s.scores)] for s in everything])
         top = float(finite.max()) if len(finite) else 0.0
@@ -176,7 +184,7 @@ def choose_threshold(
             )
         threshold, decided = max(bounds, key=lambda bound: bound[0])
         if not deciding and floor is not None and floor > threshold:
-            threshold, decided = floor, "measured default distance"
+            threshold, decided = floor, floor_reason
     uses = tuple(
         EvidenceUse(
             source=s.source,
@@ -287,18 +295,20 @@ def calibrate_gallery(
     score_kind: str = "similarity",
     margins: np.ndarray | None = None,
     floor: float | None = None,
+    floor_reason: str = DEFAULT_FLOOR_REASON,
 ) -> openset.Calibration:
     """The unknown threshold of a model of ``n_people`` from impostor ``sources`` (see
     :func:`choose_threshold`), with its expected rates: FPIR from the evidence, FNIR from the
     genuine (validation) faces at that threshold, both also in plain words; a warning when the
-    evidence is thin. ``floor`` is used when no source has enough impostors."""
+    evidence is thin. ``floor`` is used when no source has enough impostors (``floor_reason``: what
+    it is, in words, for ``openset.json`` and the warning)."""
     genuine = np.asarray(genuine_scores, dtype=np.float64).ravel()
     correct = np.asarray(genuine_correct, dtype=bool).ravel()
-    choice = choose_threshold(sources, n_people, target_fpir, floor)
+    choice = choose_threshold(sources, n_people, target_fpir, floor, floor_reason)
     _, fnir = openset.rates_at(choice.threshold, genuine, correct, np.zeros(0))
     min_margin, share = openset.lookalike_margin(margins, correct)
     used = [e for e in choice.evidence if e.used]
-    warning = _thin_evidence_warning(choice, n_people, len(genuine))
+    warning = _thin_evidence_warning(choice, n_people, len(genuine), floor_reason)
     deciding = [s for s in sources if s.source in {e.source for e in used}]
     return openset.Calibration(
         threshold=choice.threshold,
@@ -318,11 +328,13 @@ def calibrate_gallery(
     )
 
 
-def _thin_evidence_warning(choice: ThresholdChoice, n_people: int, n_genuine: int) -> str | None:
+def _thin_evidence_warning(
+    choice: ThresholdChoice, n_people: int, n_genuine: int, floor_reason: str = DEFAULT_FLOOR_REASON
+) -> str | None:
     used = {e.source for e in choice.evidence if e.used}
     notes = []
     if not used:
-        notes.append("no impostor evidence: using the measured default distance")
+        notes.append(f"no impostor evidence enough for the target: using the {floor_reason}")
     elif "strangers" not in used and "people" not in used and "bystanders" not in used:
         notes.append(
             "only the reference strangers shipped with facelab set the threshold: strangers who look like "

@@ -27,6 +27,12 @@ network's head and features), :mod:`facelab.transfer_checkpoints` (weights, resu
 history), :mod:`facelab.transfer_loop` (phases and epochs), :mod:`facelab.transfer_fit`
 (:func:`fit`) and :mod:`facelab.transfer_model` (:class:`TransferModel`). This module trains from a
 workspace (:func:`train_workspace`) and gives a run its embedding gate (:func:`write_gate`).
+
+The ``metric`` strategy trains the CNN as a face embedding instead of a classifier: its modules are
+:mod:`facelab.metric_fit` (the stage and its run folder), :mod:`facelab.metric_loss`,
+:mod:`facelab.metric_sampler`, :mod:`facelab.metric_net`, :mod:`facelab.metric_calibrate` and
+:mod:`facelab.metric_model` (:class:`MetricModel`, the ``metric`` track's loader, registered by
+importing this module).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from facelab.config import Augment, Device, Strategy, TrainConfig
 from facelab.gate import EmbeddingGate, fit_gate
 from facelab.imageio import write_text_atomic
 from facelab.items import OTHERS, class_names_of
+from facelab.metric_model import MetricModel
+from facelab.metric_net import MetricParams
 from facelab.runs import HISTORY_FIELDS, read_summary, register_loader
 from facelab.transfer_checkpoints import read_history
 from facelab.transfer_device import available_cpus, resolve_device
@@ -64,6 +72,8 @@ __all__ = [
     "Augment",
     "Device",
     "EmbeddingGate",
+    "MetricModel",
+    "MetricParams",
     "NullReporter",
     "Phase",
     "Preprocessing",
@@ -108,17 +118,43 @@ def train_workspace(
     resume: bool = False,
     overrides: dict[str, Any] | None = None,
     reporter: Reporter | None = None,
+    strangers: Path | None = None,
+    target_fpir: float = 0.01,
+    metric: MetricParams | None = None,
 ) -> RunResult:
     """Train on a workspace's train split, validate on its val split; the run goes to ``WS/runs/<name>``.
 
     The crop margin the workspace's crops were made with (``crop_margin`` setting) is recorded so
     that recognition crops new photos the same way. ``resume`` continues run ``name`` (the latest
     resumable run when ``name`` is None) with its own config plus ``overrides`` (e.g. ``epochs``).
+
+    A classifier run gets its embedding gate (:func:`write_gate`). The ``metric`` strategy trains a
+    face embedding instead (:mod:`facelab.metric_fit`, settings ``metric``) and is calibrated here
+    with ``strangers`` (default: the folder the workspace remembers) at ``target_fpir``; it cannot
+    be resumed.
     """
     import dataclasses
 
     from facelab.items import load_items
 
+    if config.strategy is Strategy.METRIC:
+        if resume:
+            raise ValueError("metric runs cannot be resumed: train again (with another --name)")
+        from facelab.metric_fit import train_metric_workspace
+
+        margin = ws.setting("crop_margin")
+        config = dataclasses.replace(config, crop_margin=float(margin) if margin else config.crop_margin)
+        config = dataclasses.replace(config, name=name or config.name or default_run_name(config))
+        assert config.name is not None
+        return train_metric_workspace(
+            ws,
+            config,
+            ws.runs_dir / config.name,
+            params=metric,
+            strangers=strangers if strangers is not None else _remembered_strangers(ws),
+            target_fpir=target_fpir,
+            reporter=reporter,
+        )
     if resume:
         run_dir = ws.runs_dir / name if name else latest_run(ws.runs_dir)
         if run_dir is None or not (run_dir / "config.yaml").is_file():
@@ -157,8 +193,7 @@ def write_gate(ws: Workspace, run_dir: Path, strangers: Path | None = None, repo
     from facelab.embedders import EmbedderUnavailable
 
     if strangers is None:
-        remembered = ws.setting("strangers")
-        strangers = Path(remembered) if remembered and Path(remembered).is_dir() else None
+        strangers = _remembered_strangers(ws)
     summary = read_summary(run_dir)
     try:
         gate, calibration = fit_gate(
@@ -175,3 +210,8 @@ def write_gate(ws: Workspace, run_dir: Path, strangers: Path | None = None, repo
     if reporter is not None and calibration.expected:
         reporter.message(f"{run_dir.name}: a name stands only if the face embedding agrees — {calibration.expected}")
     return True
+
+
+def _remembered_strangers(ws: Workspace) -> Path | None:
+    remembered = ws.setting("strangers")
+    return Path(remembered) if remembered and Path(remembered).is_dir() else None

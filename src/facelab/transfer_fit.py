@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab import backbones as bb
-from facelab.config import TrainConfig
+from facelab.config import Strategy, TrainConfig
 from facelab.imageio import write_text_atomic
 from facelab.items import class_names_of
 from facelab.transfer_checkpoints import _State, _write_history
@@ -38,7 +38,7 @@ class RunResult:
     run_dir: Path
     summary: dict[str, Any]
     history: list[dict[str, Any]]
-    model: TransferModel
+    model: Any  # TransferModel; MetricModel for the metric strategy
 
 
 def default_run_name(cfg: TrainConfig) -> str:
@@ -68,9 +68,16 @@ def fit(
     ``resume`` continues the run in ``run_dir`` from its ``last.pt`` (its own config.yaml is
     used; pass it in as ``config``, with ``epochs`` raised to train longer).
     Raises :class:`facelab.weights.WeightsUnavailable` when pretrained weights cannot be had.
+    The ``metric`` strategy is :func:`facelab.metric_fit.fit_metric` (no bystanders, no resume).
     """
     import torch
 
+    if config.strategy is Strategy.METRIC:
+        if resume:
+            raise ValueError("metric runs cannot be resumed: train again")
+        from facelab.metric_fit import fit_metric
+
+        return fit_metric(config, train, val, run_dir, reporter=reporter, extra_summary=extra_summary)
     reporter = reporter or NullReporter()
     run_dir = Path(run_dir)
     cfg = config.resolved()

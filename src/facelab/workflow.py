@@ -192,14 +192,31 @@ def train_transfer(
     on_phase: Callable[[str], None] | None = None,
 ) -> Path:
     """A transfer (CNN) run, then its calibration (softmax threshold and embedding gate), so it can
-    answer unknown. ``on_phase`` hears when training ends and calibration starts. Returns its folder."""
+    answer unknown. ``on_phase`` hears when training ends and calibration starts. Returns its folder.
+
+    A ``metric`` run (``config.strategy``) is a face embedding calibrated as it is trained, on the
+    same evidence :func:`calibrate` would use, so it is not calibrated twice."""
+    from facelab.config import Strategy
     from facelab.transfer import train_workspace
 
     with write_lock(ws.root):
-        result = train_workspace(ws, config, name=name, reporter=reporter, resume=resume, overrides=overrides)
-        if on_phase is not None:
-            on_phase("calibrating the unknown threshold")
-        calibrate(ws, result.run_dir, strangers=strangers, target_fpir=target_fpir)
+        folder = strangers_folder(ws, strangers)
+        if on_phase is not None and config.strategy is Strategy.METRIC:
+            on_phase("training the metric stage, then calibrating the unknown threshold")
+        result = train_workspace(
+            ws,
+            config,
+            name=name,
+            reporter=reporter,
+            resume=resume,
+            overrides=overrides,
+            strangers=folder,
+            target_fpir=target_fpir,
+        )
+        if result.summary.get("track") != "metric":  # a metric run was calibrated as it was trained
+            if on_phase is not None:
+                on_phase("calibrating the unknown threshold")
+            calibrate(ws, result.run_dir, strangers=folder, target_fpir=target_fpir)
     return result.run_dir
 
 
@@ -432,6 +449,8 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
 
     summary = read_summary(run_dir)
     target = run_dir / DEPLOYED
+    if summary.get("track") in _REFITS:
+        return _REFITS[summary["track"]](ws, run_dir)
     if summary.get("track") != TRACK:
         return _refit_cnn(ws, run_dir, summary)
     vectors = ws.embeddings(summary.get("embedder", "dlib"))
@@ -466,6 +485,49 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     staging.rename(target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
     return target, f"deployed refit on all {len(items)} labelled faces ({parts}); test figures are the run's own"
+
+
+def _refit_metric(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
+    """``RUN/deployed/``: a metric run with its head (each person's faces' embeddings) over every
+    labelled face, embedded by the run's own network — no training, seconds. Its threshold is the
+    run's calibration; its test figures are the run's."""
+    from facelab.metric_fit import RUN_FILES, write_head
+    from facelab.metric_model import MetricModel
+    from facelab.runs import read_summary
+
+    summary = read_summary(run_dir)
+    model = MetricModel(run_dir)
+    index = {name: i for i, name in enumerate(model.classes)}
+    items = [
+        item
+        for item in load_items(ws, None, summary.get("faces", FaceSelection.RESOLVED))
+        if item.person in index and item.split in ("train", "val", "test")
+    ]
+    target = run_dir / DEPLOYED
+    if not items:
+        shutil.rmtree(target, ignore_errors=True)
+        return None, "no labelled faces to refit on: deployed as trained"
+    staging = run_dir / f".{DEPLOYED}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name in RUN_FILES:
+        if (run_dir / name).is_file():
+            shutil.copy2(run_dir / name, staging / name)
+    _copy_calibration(run_dir, staging)
+    labels = np.array([index[item.person] for item in items], dtype=np.int64)
+    write_head(staging, model.classes, model.embed_items(items), labels)
+    by_split = _refit_summary(run_dir, summary, items, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
+    return target, (
+        f"deployed with every person's mean embedding over all {len(items)} labelled faces ({parts}); "
+        "test figures are the run's own"
+    )
+
+
+# Tracks with a refit of their own (see refit_on_all): track → refit(ws, run_dir).
+_REFITS: dict[str, Callable[[Workspace, Path], tuple[Path | None, str]]] = {"metric": _refit_metric}
 
 
 def _refit_summary(run_dir: Path, summary: dict, items: list, staging: Path) -> dict[str, int]:

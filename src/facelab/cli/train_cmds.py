@@ -42,7 +42,12 @@ def train(
     ] = None,
     strategy: Annotated[
         Strategy | None,
-        typer.Option(help="feature-extract (frozen, seconds), fine-tune (all layers), two-stage (head, then all)."),
+        typer.Option(
+            help="feature-extract (frozen, seconds), fine-tune (all layers), two-stage (head, then all), "
+            "metric (the CNN becomes a face embedding of your own: a classification warm-up, then a CosFace "
+            "margin loss on balanced people × faces batches with your photos' bystanders as negatives; "
+            "answers 'unknown' by its own calibrated threshold, no dlib gate; cannot --resume)."
+        ),
     ] = None,
     augment: Annotated[Augment | None, typer.Option(help="Augmentation preset (default: rotation).")] = None,
     weights: Annotated[
@@ -56,7 +61,8 @@ def train(
         typer.Option(help="seed: the original project's recipe (224 px, no normalisation, Adam 1e-3, 100 epochs)."),
     ] = Preset.DEFAULT,
     epochs: Annotated[
-        int | None, typer.Option(help="Epochs; for two-stage, of the second stage (default: per strategy).")
+        int | None,
+        typer.Option(help="Epochs; for two-stage and metric, of the second stage (default: per strategy)."),
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default: per strategy).")] = None,
     batch_size: Annotated[
@@ -68,7 +74,8 @@ def train(
         typer.Option(help="Stop a phase after this many epochs without lower validation loss (0: never)."),
     ] = None,
     head_epochs: Annotated[
-        int | None, typer.Option(help="two-stage: epochs of the head-only first stage (default: 10).")
+        int | None,
+        typer.Option(help="two-stage: epochs of the head-only first stage; metric: of the warm-up (default: 10)."),
     ] = None,
     optimizer: Annotated[Optimizer | None, typer.Option(help="adamw or adam (default: adamw).")] = None,
     monitor: Annotated[
