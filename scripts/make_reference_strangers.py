@@ -11,6 +11,9 @@ face. Each face records its shorter side in pixels so calibration can leave out 
 the recognizer would name.
 
 Run: ``.venv/bin/python scripts/make_reference_strangers.py [--embedder dlib] [--source DIR]``.
+The ensemble ``dlib+facenet`` is composed from the two parts' files (same detector, so the same faces
+in the same order) with the ensemble's own weights, instead of detecting and embedding again:
+``--embedder dlib+facenet`` after ``--embedder dlib`` and ``--embedder facenet``.
 """
 
 from __future__ import annotations
@@ -34,6 +37,9 @@ def main() -> None:
     parser.add_argument("--embedder", default="dlib")
     parser.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "reference_strangers")
     args = parser.parse_args()
+    if args.embedder == "dlib+facenet":
+        compose_ensemble()
+        return
     embedder = get_embedder(args.embedder)
     vectors, photo, short_side, largest, digests = [], [], [], [], []
     files = sorted(iter_image_files(args.source))
@@ -69,6 +75,26 @@ def main() -> None:
     out = reference_path(args.embedder)
     write_bytes_atomic(buffer.getvalue(), out)
     print(f"wrote {out}: {len(vectors)} faces of {len(set(photo))} photos ({len(files)} read)")
+
+
+def compose_ensemble() -> None:
+    """``strangers-dlib+facenet.npz`` from the two parts' files, as ConcatEmbedder would embed them."""
+    from facelab.embedder_facenet import ENSEMBLE_WEIGHTS, concat_unit
+    from facelab.imageio import write_bytes_atomic
+    from facelab.reference import reference_path
+
+    parts = {name: np.load(reference_path(name)) for name in ENSEMBLE_WEIGHTS}
+    first, *others = parts.values()
+    for other in others:  # the same faces of the same photos, or the composition is meaningless
+        for key in ("photo", "short_side", "largest", "photo_sha256_prefix"):
+            if not np.array_equal(first[key], other[key]):
+                raise SystemExit(f"the parts' reference files differ in {key!r}: make them again with one detector")
+    vectors = concat_unit([parts[name]["vectors"] for name in ENSEMBLE_WEIGHTS], list(ENSEMBLE_WEIGHTS.values()))
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, vectors=vectors, **{k: first[k] for k in first.files if k != "vectors"})
+    out = reference_path("+".join(ENSEMBLE_WEIGHTS))
+    write_bytes_atomic(buffer.getvalue(), out)
+    print(f"wrote {out}: {len(vectors)} faces composed from {', '.join(ENSEMBLE_WEIGHTS)}")
 
 
 if __name__ == "__main__":

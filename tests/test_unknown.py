@@ -167,3 +167,21 @@ def test_a_cnn_run_without_gate_says_strangers_will_be_named(cnn_run: Path, shar
     assert result.exit_code == 0
     warnings = [line for line in result.stderr.splitlines() if "no 'unknown' answer" in line]
     assert len(warnings) == 1 and "bare" in warnings[0]
+
+
+@pytest.mark.parametrize("embedder", ["dlib", "facenet", "dlib+facenet"])
+def test_every_embedder_ships_reference_strangers_made_by_that_embedder(embedder: str, shared_data: Path) -> None:
+    """A FaceNet or ensemble run calibrates on the shipped strangers as a dlib run does: the file is
+    there, has the embedder's dimension, and its vectors are that embedder's (re-embedded here)."""
+    from facelab.embedders import embedder_info, find_faces, get_embedder
+    from facelab.imageio import iter_image_files, load_rgb
+
+    reference = reference_faces(embedder)
+    assert reference is not None and reference.n_photos > 900
+    assert reference.vectors.shape[1] == embedder_info(embedder).dim
+    first = sorted(iter_image_files(shared_data / "reference_strangers"))[int(reference.photo[0])]
+    rgb = load_rgb(first)
+    again = get_embedder(embedder).embed(rgb, find_faces(rgb))
+    stored = reference.vectors[reference.photo == reference.photo[0]]
+    assert again.shape == stored.shape
+    assert np.abs(again - stored).max() < 1e-3
