@@ -69,6 +69,11 @@ class Track:
     signature: np.ndarray | None = field(default=None, repr=False)
     unchecked: list[tuple[int, float, float]] = field(default_factory=list, repr=False)
     suspect: bool = False
+    # Naming in a worker (facelab.recognize_video): a naming of this track's face is on its way
+    # (the track is not queued again meanwhile), and whether it is the check of a face that changed
+    # suddenly (``suspect`` when it was sent): until it is back the track shows no name.
+    in_flight: bool = False
+    doubted: bool = False
 
     @property
     def box(self) -> Box:
@@ -112,8 +117,13 @@ class Track:
 
         Because every earlier answer keeps its weight, one bad frame cannot flip a name that
         several frames agreed on: it would need more weight than all of them together.
+
+        Also None while the track is :attr:`doubted`: its face changed suddenly and the check of
+        who it is now is still being computed (naming in a worker), so the name of the person the
+        track followed so far is not shown on a face that may be somebody else's. The votes stay;
+        the name is back as soon as the check confirms the person.
         """
-        if not self.votes:
+        if not self.votes or self.doubted:
             return None
         # On an exact tie, unknown wins: naming a stranger is the worse mistake.
         return max(self.votes.items(), key=lambda kv: (kv[1], kv[0] == UNKNOWN))[0]
@@ -243,7 +253,9 @@ class IoUTracker:
 
         For a face that turned out to be somebody else (identity drift): the old track keeps only
         the rounds before the change, the new one (holding ``face``, seen in ``hits`` rounds since
-        ``start``) takes over its position in :attr:`active`, so matching goes on from it.
+        ``start``) takes over its position in :attr:`active`, so matching goes on from it. A track
+        that has already ended (a naming computed in a worker can come back after a cut) is split
+        all the same, and both parts stay finished.
         """
         new = Track(
             id=self._next_id,
@@ -259,8 +271,12 @@ class IoUTracker:
         self._next_id += 1
         track.last_frame, track.last_time = end
         track.hits = max(1, track.hits - new.hits)
-        self.active = [new if t is track else t for t in self.active]
-        self.finished.append(track)
+        if any(t is track for t in self.active):
+            self.active = [new if t is track else t for t in self.active]
+            self.finished.append(track)
+        else:
+            new.missed = track.missed
+            self.finished.append(new)
         return new
 
     def end_all(self) -> list[Track]:
