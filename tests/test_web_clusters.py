@@ -45,7 +45,7 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 @pytest.fixture(scope="module")
 def indexed(tiny_model: TinyModel, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model's workspace (copied) with the library indexed; never changed."""
-    from facelab.albums import index_library
+    from facelab.album_index import index_library
     from facelab.imageio import iter_image_files
     from facelab.recognize import Recognizer
 

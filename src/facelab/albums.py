@@ -1,5 +1,6 @@
 """Photo albums: index a photo library once, then ask which photos show whom.
 
+The index lives in the workspace's database (schema here); :mod:`facelab.album_index` fills it:
 ``index_library`` finds every face of every photo below a folder, names it with a model (a
 workspace's current model) and stores boxes, names and — for embedding-track models — the face
 vectors in the workspace's database (tables ``album_photos`` and ``album_faces``, created here).
@@ -10,18 +11,22 @@ faces with stored vectors are re-named from the vectors without reading the phot
 
 ``find_photos`` answers "photos with Alice and Bob" (all of them), ``any_=True`` "Alice or Bob",
 ``exclude`` "but not Carol", newest first (EXIF DateTimeOriginal, else the file's modification
-time). ``export_album`` puts the answer in a folder as links (or copies) with an HTML contact
-sheet. The user's photos are only ever read.
+time). SQLite answers it from an index of (name, photo), and only the photos in the answer are
+read: at a million faces a search costs what its answer costs (bench/bench_album_scale.py).
+``export_album`` puts the answer in a folder as links (or copies) with an HTML contact sheet.
+The user's photos are only ever read.
 """
 
 from __future__ import annotations
 
+import gc
 import html
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,19 +35,18 @@ from urllib.parse import quote
 
 import numpy as np
 
-from facelab.store import Workspace, blob_to_vector, vector_to_blob
-from facelab.types import Box, Face, Recognition
+from facelab.store import Workspace
+from facelab.types import Box
 
 if TYPE_CHECKING:
-    from facelab.recognize import Recognizer
+    pass
 
 Progress = Callable[[int, int, object], None]
 
 UNKNOWN = "unknown"
 LIBRARIES_SETTING = "album_libraries"
 EXPORT_MARKER = ".facelab-export.json"
-EXIF_IFD = 0x8769
-DATETIME_ORIGINAL = 36867
+
 
 ALBUM_SCHEMA = """
 CREATE TABLE IF NOT EXISTS album_photos (
@@ -73,141 +77,30 @@ CREATE TABLE IF NOT EXISTS album_faces (
     margin REAL,
     embedder TEXT,                       -- model of the vector, NULL when none is stored
     vector BLOB,                         -- float32 little-endian
-    UNIQUE (photo_id, idx)
+    UNIQUE (photo_id, idx)               -- also the index that finds a photo's faces
 );
-CREATE INDEX IF NOT EXISTS album_faces_name ON album_faces(name);
+-- Who is in which photo, answered from the index alone (covering: no table row is read), so a
+-- search touches only the faces of the people asked for. Replaces album_faces_name(name).
+CREATE INDEX IF NOT EXISTS album_faces_person ON album_faces(name, photo_id);
+DROP INDEX IF EXISTS album_faces_name;
 """
+
+# What ensure_album_tables makes, and what it removes: checked first, so that opening an index
+# that is up to date writes nothing (page views must not write).
+_ALBUM_OBJECTS = frozenset({"album_photos", "album_photos_taken", "album_faces", "album_faces_person"})
+_RETIRED_OBJECTS = frozenset({"album_faces_name"})
 
 
 def ensure_album_tables(ws: Workspace) -> None:
-    """Create the album tables if this workspace has none yet (idempotent)."""
+    """Create the album tables and indexes that are missing (idempotent; an index made by an
+    older facelab gets the new indexes here, once — a few seconds at a million faces)."""
+    present = {r[0] for r in ws.conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'index')")}
+    if present >= _ALBUM_OBJECTS and not (_RETIRED_OBJECTS & present):
+        return
     ws.conn.executescript(ALBUM_SCHEMA)
 
 
-# -- dates --------------------------------------------------------------------------------------
-
-
-def photo_taken(path: Path, mtime: float | None = None) -> tuple[float, str]:
-    """When a photo was taken: ``(epoch seconds, "exif")`` from EXIF DateTimeOriginal (read as
-    local time, as cameras write it), else ``(mtime, "mtime")``."""
-    from PIL import Image
-
-    from facelab.imageio import _register_heif
-
-    _register_heif()
-    try:
-        with Image.open(path) as image:
-            value = image.getexif().get_ifd(EXIF_IFD).get(DATETIME_ORIGINAL)
-        if isinstance(value, bytes):
-            value = value.decode("ascii", "ignore")
-        if value:
-            # "YYYY:MM:DD HH:MM:SS", sometimes padded with NULs or spaces by cameras.
-            stamp = datetime.strptime(str(value).strip("\x00 ")[:19], "%Y:%m:%d %H:%M:%S")
-            return stamp.timestamp(), "exif"
-    except (OSError, ValueError, SyntaxError, KeyError, AttributeError):
-        pass  # no or broken EXIF: the file's time is the best we have
-    if mtime is None:
-        mtime = path.stat().st_mtime
-    return float(mtime), "mtime"
-
-
-# -- indexing -----------------------------------------------------------------------------------
-
-
-@dataclass
-class IndexResult:
-    """What :func:`index_library` did."""
-
-    scanned: int = 0
-    indexed: int = 0
-    renamed: int = 0
-    unchanged: int = 0
-    removed: int = 0
-    faces: int = 0
-    no_face: int = 0
-    errors: list[tuple[Path, str]] = field(default_factory=list)
-
-
-def _face_json(face: Face) -> str | None:
-    return json.dumps([list(p) for p in face.landmarks]) if face.landmarks else None
-
-
-def _write_photo(
-    ws: Workspace,
-    path: str,
-    stat: os.stat_result,
-    key: str,
-    detector: str,
-    *,
-    taken: tuple[float, str] | None = None,
-    shape: tuple[int, ...] | None = None,
-    recognitions: Sequence[Recognition] = (),
-    vectors: np.ndarray | None = None,
-    embedder: str | None = None,
-    error: str | None = None,
-) -> None:
-    status = "error" if error is not None else ("ok" if recognitions else "no_face")
-    taken_at, taken_source = taken if taken is not None else (stat.st_mtime, "mtime")
-    height, width = (shape[0], shape[1]) if shape is not None else (None, None)
-    with ws.transaction() as conn:
-        conn.execute(
-            "INSERT INTO album_photos(path, size, mtime, taken, taken_source, width, height, status, "
-            "error, model, detector, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP) "
-            "ON CONFLICT(path) DO UPDATE SET size = excluded.size, mtime = excluded.mtime, "
-            "taken = excluded.taken, taken_source = excluded.taken_source, width = excluded.width, "
-            "height = excluded.height, status = excluded.status, error = excluded.error, "
-            "model = excluded.model, detector = excluded.detector, indexed_at = CURRENT_TIMESTAMP",
-            (path, stat.st_size, stat.st_mtime, taken_at, taken_source, width, height, status, error, key, detector),
-        )
-        photo_id = conn.execute("SELECT id FROM album_photos WHERE path = ?", (path,)).fetchone()["id"]
-        conn.execute("DELETE FROM album_faces WHERE photo_id = ?", (photo_id,))
-        for idx, rec in enumerate(recognitions):
-            box = rec.face.box
-            vector = vector_to_blob(vectors[idx]) if vectors is not None else None
-            conn.execute(
-                "INSERT INTO album_faces(photo_id, idx, x1, y1, x2, y2, det_score, landmarks, name, score, "
-                "margin, embedder, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    photo_id,
-                    idx,
-                    box.x1,
-                    box.y1,
-                    box.x2,
-                    box.y2,
-                    rec.face.score,
-                    _face_json(rec.face),
-                    rec.name,
-                    rec.score,
-                    rec.margin if np.isfinite(rec.margin) else None,
-                    embedder if vector is not None else None,
-                    vector,
-                ),
-            )
-
-
-def _rename_from_vectors(ws: Workspace, photo_id: int, recognizer: Recognizer, key: str) -> bool:
-    """Re-name a photo's faces from their stored vectors; False when some face has no usable vector."""
-    from facelab.recognize import VectorModel
-
-    model = recognizer.model
-    if not isinstance(model, VectorModel):
-        return False
-    rows = ws.query("SELECT * FROM album_faces WHERE photo_id = ? ORDER BY idx", (photo_id,))
-    if any(r["vector"] is None or r["embedder"] != model.embedder for r in rows):
-        return False
-    faces = [Face(Box(r["x1"], r["y1"], r["x2"], r["y2"]), r["det_score"] or 0.0) for r in rows]
-    recognitions: list[Recognition] = []
-    if rows:
-        scores = model.predict_vectors(np.stack([blob_to_vector(r["vector"]) for r in rows]))
-        recognitions = recognizer.name_scores(faces, np.asarray(scores))
-    with ws.transaction() as conn:
-        for row, rec in zip(rows, recognitions, strict=True):
-            conn.execute(
-                "UPDATE album_faces SET name = ?, score = ?, margin = ? WHERE id = ?",
-                (rec.name, rec.score, rec.margin if np.isfinite(rec.margin) else None, row["id"]),
-            )
-        conn.execute("UPDATE album_photos SET model = ? WHERE id = ?", (key, photo_id))
-    return True
+# -- libraries -------------------------------------------------------------------------------
 
 
 def _remember_library(ws: Workspace, root: str) -> None:
@@ -219,112 +112,6 @@ def _remember_library(ws: Workspace, root: str) -> None:
 def library_roots(ws: Workspace) -> list[Path]:
     """Every library folder indexed into this workspace."""
     return [Path(p) for p in json.loads(ws.setting(LIBRARIES_SETTING) or "[]")]
-
-
-def _index_photo(
-    ws: Workspace, path: str, stat: os.stat_result, key: str, recognizer: Recognizer, result: IndexResult
-) -> None:
-    """Detect, embed and name the faces of one photo and store them (or the reason it failed)."""
-    from facelab.imageio import ImageError, load_rgb
-    from facelab.recognize import score_faces
-
-    try:
-        rgb = load_rgb(path)
-        faces = recognizer.detect(rgb)
-        scores, vectors = score_faces(recognizer.model, rgb, faces)
-        recognitions = recognizer.name_scores(faces, scores)
-    except ImageError as exc:
-        reason = f"{exc.reason} — {exc.fix}"
-    except ValueError as exc:  # e.g. a degenerate box the embedder refuses
-        reason = f"could not recognize faces ({exc})"
-    else:
-        _write_photo(
-            ws,
-            path,
-            stat,
-            key,
-            recognizer.detector_name,
-            taken=photo_taken(Path(path), stat.st_mtime),
-            shape=rgb.shape,
-            recognitions=recognitions,
-            vectors=vectors,
-            embedder=getattr(recognizer.model, "embedder", None),
-        )
-        result.indexed += 1
-        result.faces += len(recognitions)
-        result.no_face += not recognitions
-        return
-    _write_photo(ws, path, stat, key, recognizer.detector_name, error=reason)
-    result.errors.append((Path(path), reason))
-
-
-def index_library(
-    ws: Workspace,
-    library: Path,
-    recognizer: Recognizer,
-    *,
-    progress: Progress | None = None,
-) -> IndexResult:
-    """Find and name every face of every photo below ``library``; store them in ``ws``.
-
-    Skips photos indexed before with the same path, size and modification time by the same model
-    and detector; re-names (from stored vectors, no detection) those a different model named; forgets photos
-    that left the library. Unreadable files are recorded (``errors``) and retried next time.
-    ``progress(done, total, path)`` is called after each photo.
-    """
-    from facelab.imageio import iter_image_files
-    from facelab.recognize import model_key
-
-    ensure_album_tables(ws)
-    root = os.path.abspath(library)
-    if not Path(root).is_dir():
-        raise FileNotFoundError(f"{library}: not a folder — give the folder that holds your photos")
-    _remember_library(ws, root)
-    key = model_key(recognizer.model, recognizer.threshold)
-    prefix = root.rstrip(os.sep) + os.sep
-    known = {
-        r["path"]: r
-        for r in ws.query(
-            "SELECT id, path, size, mtime, status, model, detector FROM album_photos WHERE path LIKE ? ESCAPE '\\'",
-            (prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%",),
-        )
-    }
-    files = list(iter_image_files(Path(root)))
-    result = IndexResult(scanned=len(files))
-    seen: set[str] = set()
-    for done, file in enumerate(files, start=1):
-        path = os.path.abspath(file)
-        seen.add(path)
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            reason = f"cannot read ({exc.strerror}) — fix or remove the file or link"
-            result.errors.append((file, reason))
-            if progress:
-                progress(done, len(files), file)
-            continue
-        row = known.get(path)
-        same_file = (
-            row is not None
-            and row["size"] == stat.st_size
-            and row["mtime"] == stat.st_mtime
-            and row["status"] != "error"  # unreadable files are retried: the cause may be fixed
-            and row["detector"] == recognizer.detector_name  # other boxes: start again
-        )
-        if same_file and row["model"] == key:
-            result.unchanged += 1
-        elif same_file and _rename_from_vectors(ws, row["id"], recognizer, key):
-            result.renamed += 1
-        else:
-            _index_photo(ws, path, stat, key, recognizer, result)
-        if progress:
-            progress(done, len(files), file)
-    gone = [r["id"] for p, r in known.items() if p not in seen]
-    if gone:
-        with ws.transaction() as conn:
-            conn.executemany("DELETE FROM album_photos WHERE id = ?", [(i,) for i in gone])
-    result.removed = len(gone)
-    return result
 
 
 # -- finding ------------------------------------------------------------------------------------
@@ -349,6 +136,9 @@ class AlbumPhoto:
     taken: float
     taken_source: str
     faces: tuple[AlbumFace, ...]
+    # The photo's album_photos id (what the web app addresses it by); None when made elsewhere.
+    # Not compared: two answers are the same photos whether or not they carry it.
+    id: int | None = field(default=None, compare=False)
 
     @property
     def people(self) -> list[str]:
@@ -361,29 +151,138 @@ class AlbumPhoto:
         return datetime.fromtimestamp(self.taken).isoformat(timespec="seconds")
 
 
-def album_photos(ws: Workspace) -> list[AlbumPhoto]:
-    """Every indexed photo that has faces, with its faces."""
-    ensure_album_tables(ws)
-    photos: dict[int, tuple[dict, list[AlbumFace]]] = {}
-    rows = ws.query(
-        "SELECT p.id, p.path, p.taken, p.taken_source, f.x1, f.y1, f.x2, f.y2, f.name, f.score "
-        "FROM album_photos p JOIN album_faces f ON f.photo_id = p.id WHERE p.status = 'ok' "
-        "ORDER BY p.id, f.idx"
-    )
-    for r in rows:
-        entry = photos.setdefault(r["id"], (dict(r), []))
-        entry[1].append(AlbumFace(Box(r["x1"], r["y1"], r["x2"], r["y2"]), r["name"], r["score"]))
+# Face columns an AlbumPhoto is made of, in the order _assemble reads them.
+_FACE_COLUMNS = "f.photo_id, f.x1, f.y1, f.x2, f.y2, f.name, f.score"
+
+
+def _assemble(photo_rows: Iterable[tuple], face_rows: Iterable[tuple]) -> list[AlbumPhoto]:
+    """AlbumPhotos from ``(id, path, taken, taken_source)`` rows (in the answer's order) and their
+    faces' ``_FACE_COLUMNS`` rows (grouped by photo, in ``idx`` order)."""
+    faces: dict[int, list[AlbumFace]] = {}
+    for photo_id, x1, y1, x2, y2, name, score in face_rows:
+        entry = faces.get(photo_id)
+        if entry is None:
+            entry = faces[photo_id] = []
+        entry.append(AlbumFace(Box(x1, y1, x2, y2), name, score))
     return [
-        AlbumPhoto(Path(info["path"]), info["taken"], info["taken_source"], tuple(faces))
-        for info, faces in photos.values()
+        AlbumPhoto(Path(path), taken, source, tuple(faces[photo_id]), photo_id)
+        for photo_id, path, taken, source in photo_rows
+        if photo_id in faces
     ]
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a large answer is built.
+
+    Every few hundred new objects trigger a collection, and its full passes walk every object made
+    so far: building 300k faces took twice as long with it. These objects (tuples, dataclasses,
+    paths) hold no reference cycles, so nothing is left for the collector to find.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _tuples(ws: Workspace, sql: str, params: Sequence[object] = ()) -> list[tuple]:
+    """Rows as plain tuples: several times cheaper than sqlite3.Row when there are a million."""
+    cursor = ws.conn.cursor()
+    cursor.row_factory = None
+    return cursor.execute(sql, tuple(params)).fetchall()
+
+
+def album_photos(ws: Workspace) -> list[AlbumPhoto]:
+    """Every indexed photo that has faces, with its faces (in the order they were indexed).
+
+    Builds one object per photo and face: seconds at a million faces. To ask for some people,
+    use :func:`find_photos`, which reads only their photos.
+    """
+    ensure_album_tables(ws)
+    with gc_paused():
+        photos = _tuples(ws, "SELECT id, path, taken, taken_source FROM album_photos WHERE status = 'ok' ORDER BY id")
+        faces = _tuples(ws, f"SELECT {_FACE_COLUMNS} FROM album_faces f ORDER BY f.photo_id, f.idx")
+        return _assemble(photos, faces)
+
+
+def _stored_names(ws: Workspace) -> list[str | None]:
+    """The distinct names of the faces (None: some face is unknown), in SQLite's (code point) order.
+
+    Hops from name to name through the ``album_faces_person`` index — one lookup per person —
+    instead of reading every face as ``SELECT DISTINCT`` does: milliseconds at a million faces.
+    """
+    rows = _tuples(
+        ws,
+        "WITH RECURSIVE hop(name) AS ("
+        " SELECT MIN(name) FROM album_faces"
+        " UNION ALL"
+        " SELECT (SELECT MIN(name) FROM album_faces WHERE name > hop.name) FROM hop WHERE hop.name IS NOT NULL"
+        ") SELECT name FROM hop WHERE name IS NOT NULL",
+    )
+    names: list[str | None] = [r[0] for r in rows]
+    if _tuples(ws, "SELECT 1 FROM album_faces WHERE name IS NULL LIMIT 1"):
+        names.append(None)
+    return names
 
 
 def known_names(ws: Workspace) -> list[str]:
     """Every name the index holds (``unknown`` included when some face is unknown)."""
     ensure_album_tables(ws)
-    names = [r["name"] for r in ws.query("SELECT DISTINCT name FROM album_faces")]
+    names = _stored_names(ws)
     return sorted(n for n in names if n is not None) + ([UNKNOWN] if None in names else [])
+
+
+def _wanted(names: Iterable[str]) -> list[str]:
+    """The names asked for, trimmed and case-folded, blanks dropped, first occurrence kept."""
+    return list(dict.fromkeys(n.strip().casefold() for n in names if n.strip()))
+
+
+def _faces_named(label: str, stored: Sequence[str | None]) -> tuple[str, list[object]] | None:
+    """SQL for the ids of photos with a face whose label case-folds to ``label`` (``unknown``:
+    also the unnamed faces), with its parameters; None when no face is called so.
+
+    Case-folding happens here, in Python, on the few distinct stored names — SQLite's NOCASE and
+    lower() know only ASCII — so the search itself is exact-match lookups in the index.
+    """
+    exact = [n for n in stored if n is not None and n.casefold() == label]
+    parts = []
+    if exact:
+        parts.append(f"SELECT photo_id FROM album_faces WHERE name IN ({', '.join('?' * len(exact))})")
+    if label == UNKNOWN and None in stored:
+        parts.append("SELECT photo_id FROM album_faces WHERE name IS NULL")
+    return (" UNION ".join(parts), list(exact)) if parts else None
+
+
+def _matching_ids_sql(
+    ws: Workspace, names: Sequence[str], any_: bool, exclude: Iterable[str]
+) -> tuple[str, list[object]] | None:
+    """A compound SELECT of the ids of photos with all (``any_``: any) of ``names`` and none of
+    ``exclude`` — possibly including photos that are not ``ok`` — or None when none can match."""
+    wanted = _wanted(names)
+    if not wanted:
+        raise ValueError("give at least one name to look for")
+    stored = _stored_names(ws)
+    found = [_faces_named(label, stored) for label in wanted]
+    if any_:
+        found = [f for f in found if f is not None]
+        if not found:
+            return None
+    elif any(f is None for f in found):
+        return None  # somebody nobody is called: no photo shows all of them
+    unwanted = [f for f in (_faces_named(label, stored) for label in _wanted(exclude)) if f is not None]
+    joiner = " UNION " if any_ else " INTERSECT "
+    # Each operand in its own sub-select: compound operators bind left to right, so a bare
+    # "A INTERSECT B UNION C" or "X EXCEPT C UNION D" would mean something else.
+    sql = joiner.join(f"SELECT photo_id FROM ({part})" for part, _ in found)
+    params = [p for _, part_params in found for p in part_params]
+    if unwanted:
+        excluded = " UNION ".join(part for part, _ in unwanted)
+        sql = f"SELECT photo_id FROM ({sql}) EXCEPT SELECT photo_id FROM ({excluded})"
+        params += [p for _, part_params in unwanted for p in part_params]
+    return sql, params
 
 
 def find_photos(
@@ -392,24 +291,56 @@ def find_photos(
     *,
     any_: bool = False,
     exclude: Iterable[str] = (),
+    limit: int | None = None,
 ) -> list[AlbumPhoto]:
     """Indexed photos showing all of ``names`` (any of them with ``any_``) and none of ``exclude``.
 
     Names compare case-insensitively; ``unknown`` stands for faces nobody was recognised in.
-    Newest first (EXIF date, else modification time), then by path.
+    Newest first (EXIF date, else modification time), then by path. ``limit``: only the first
+    that many photos (a page of results; :func:`count_photos` says how many there are in all).
+
+    Answered by the database from the ``album_faces_person`` index; only the faces of the photos
+    in the answer are read. Time grows with the size of the answer, not of the index: about 35 µs
+    of CPU a photo on a 2-core machine, mostly making the Python objects (0.3 s for 7,600 photos,
+    3 s for 90,000, at a million faces). A page of ``limit`` photos costs only its own.
     """
-    wanted = {n.strip().casefold() for n in names if n.strip()}
-    if not wanted:
-        raise ValueError("give at least one name to look for")
-    unwanted = {n.strip().casefold() for n in exclude if n.strip()}
-    out = []
-    for photo in album_photos(ws):
-        present = {f.label.casefold() for f in photo.faces}
-        hit = bool(wanted & present) if any_ else wanted <= present
-        if hit and not (unwanted & present):
-            out.append(photo)
-    out.sort(key=lambda p: (-p.taken, str(p.path)))
-    return out
+    ensure_album_tables(ws)
+    matching = _matching_ids_sql(ws, names, any_, exclude)
+    if matching is None:
+        return []
+    sql, params = matching
+    page = ""
+    if limit is not None:
+        page = " LIMIT ?"
+        params = [*params, max(0, int(limit))]
+    with gc_paused():
+        photos = _tuples(
+            ws,
+            f"SELECT id, path, taken, taken_source FROM album_photos WHERE status = 'ok' AND id IN ({sql}) "
+            f"ORDER BY taken DESC, path{page}",
+            params,
+        )
+        if not photos:
+            return []
+        # The answer's ids travel as one JSON array: one statement whatever their number (SQLite
+        # caps the ``?`` of a statement at 32766).
+        faces = _tuples(
+            ws,
+            f"SELECT {_FACE_COLUMNS} FROM album_faces f "
+            "WHERE f.photo_id IN (SELECT value FROM json_each(?)) ORDER BY f.photo_id, f.idx",
+            (json.dumps([p[0] for p in photos]),),
+        )
+        return _assemble(photos, faces)
+
+
+def count_photos(ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()) -> int:
+    """How many photos :func:`find_photos` would give, without making them (milliseconds)."""
+    ensure_album_tables(ws)
+    matching = _matching_ids_sql(ws, names, any_, exclude)
+    if matching is None:
+        return 0
+    sql, params = matching
+    return _tuples(ws, f"SELECT COUNT(*) FROM album_photos WHERE status = 'ok' AND id IN ({sql})", params)[0][0]
 
 
 # -- exporting ----------------------------------------------------------------------------------

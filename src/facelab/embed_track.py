@@ -62,15 +62,24 @@ class Metric:
 
 
 def similarity(a: np.ndarray, b: np.ndarray, metric: str = Metric.EUCLIDEAN) -> np.ndarray:
-    """Pairwise similarity ``(len(a), len(b))``: ``1 − euclidean distance`` or cosine similarity."""
-    from sklearn.metrics.pairwise import cosine_similarity, euclidean_distances
+    """Pairwise similarity ``(len(a), len(b))``: ``1 − euclidean distance`` or cosine similarity.
 
+    Plain numpy, as scikit-learn computes them (float64, ‖a‖² − 2a·b + ‖b‖² clipped at 0; rows of
+    zero length stay zero for cosine): importing scikit-learn costs ~2 s, which every worker process
+    of an album index and every ``facelab recognize`` would pay before its first face.
+    """
     a = np.atleast_2d(np.asarray(a, dtype=np.float64))
     b = np.atleast_2d(np.asarray(b, dtype=np.float64))
     if metric == Metric.EUCLIDEAN:
-        return 1.0 - euclidean_distances(a, b)
+        squared = (a * a).sum(axis=1)[:, None] - 2.0 * (a @ b.T) + (b * b).sum(axis=1)[None, :]
+        return 1.0 - np.sqrt(np.maximum(squared, 0.0))
     if metric == Metric.COSINE:
-        return cosine_similarity(a, b)
+
+        def unit(m: np.ndarray) -> np.ndarray:
+            norms = np.linalg.norm(m, axis=1, keepdims=True)
+            return m / np.where(norms == 0.0, 1.0, norms)
+
+        return unit(a) @ unit(b).T
     raise ValueError(f"metric must be one of {', '.join(Metric.ALL)}, not {metric!r}")
 
 

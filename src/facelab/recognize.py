@@ -307,6 +307,13 @@ class Recognizer:
 
             self.shown_names = shown_names_of_run(run_dir)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # A loaded detector holds a native session: another process (an album index worker, a Ray
+        # actor) builds its own, with that process's thread budget (facelab.threads).
+        state = dict(self.__dict__)
+        state["_detector"] = None
+        return state
+
     @classmethod
     def from_path(cls, path: Path | str, **options: Any) -> Recognizer:
         """Load the model a run folder or workspace names (see :func:`load_recognition_model`)."""

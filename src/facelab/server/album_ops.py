@@ -48,20 +48,21 @@ def search(
 ) -> tuple[list[dict[str, Any]], int]:
     """Photos showing all (``any_``: any) of ``wanted`` and none of ``exclude``, newest first, as
     JSON with their ids; and how many matched before ``limit``. 422 when no name is given."""
-    from facelab.albums import find_photos
+    from facelab.albums import count_photos, find_photos
 
     if not index_ready(ws):
         return [], 0
     try:
-        photos = find_photos(ws, wanted, any_=any_, exclude=exclude)
+        # One page of photos is made, however many match (a million-face index answers in a blink).
+        photos = find_photos(ws, wanted, any_=any_, exclude=exclude, limit=limit)
+        total = count_photos(ws, wanted, any_=any_, exclude=exclude)
     except ValueError as exc:
         raise OpError(str(exc), 422) from exc
-    ids = {r["path"]: r["id"] for r in ws.query("SELECT id, path FROM album_photos WHERE status = 'ok'")}
     out = []
-    for photo in photos[:limit]:
+    for photo in photos:
         out.append(
             {
-                "id": ids.get(str(photo.path)),
+                "id": photo.id,
                 "path": str(photo.path),
                 "name": photo.path.name,
                 "taken": photo.taken_iso,
@@ -72,7 +73,7 @@ def search(
                 ],
             }
         )
-    return out, len(photos)
+    return out, total
 
 
 def photo_file(ws: Workspace, album_id: int) -> Path:
