@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import numpy as np
 from facelab import openset
 from facelab.items import OTHERS, FaceSelection, SplitItem, load_items
 from facelab.store import Workspace
+from facelab.types import Face
 
 GATE_FILE = "gate.npz"
 
@@ -62,6 +64,26 @@ class EmbeddingGate:
         refused = ~self.agrees(vectors, names) & (index >= 0)
         scores[refused] = -1.0
         return scores
+
+    def apply_to_faces(
+        self, scores: np.ndarray, rgb: np.ndarray, faces: Sequence[Face], classes: list[str]
+    ) -> np.ndarray:
+        """:meth:`apply` with the faces of a photo embedded here by the gate's embedder."""
+        if not len(faces):
+            return np.asarray(scores)
+        from facelab.embedders import get_embedder
+
+        return self.apply(scores, get_embedder(self.embedder).embed(rgb, list(faces)), classes)
+
+    def apply_to_items(
+        self, scores: np.ndarray, workspace: Path, items: Sequence[SplitItem], classes: list[str]
+    ) -> np.ndarray:
+        """:meth:`apply` with workspace faces, by their stored (or computed once) embeddings."""
+        if not len(items):
+            return np.asarray(scores)
+        from facelab.embed_track import item_vectors
+
+        return self.apply(scores, item_vectors(workspace, list(items), self.embedder), classes)
 
     def save(self, run_dir: Path, calibration: openset.Calibration) -> None:
         from facelab.imageio import write_bytes_atomic, write_text_atomic

@@ -138,20 +138,16 @@ class MetricModel:
     def predict_items(self, items: Sequence[SplitItem]) -> np.ndarray:
         """Scores of workspace faces (−1 where the embedding gate refuses the name)."""
         scores = self.scores(self.embed_items(items))
-        if self.gate is None or not len(items) or self.workspace is None:
+        if self.gate is None or self.workspace is None:
             return scores
-        from facelab.embed_track import item_vectors
-
-        return self.gate.apply(scores, item_vectors(self.workspace, list(items), self.gate.embedder), self.classes)
+        return self.gate.apply_to_items(scores, self.workspace, items, self.classes)
 
     def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         """Scores of ``faces`` of ``rgb`` (−1 where the embedding gate refuses the name)."""
         scores = self.scores(self.embed_faces(rgb, faces))
-        if self.gate is None or not faces:
+        if self.gate is None:
             return scores
-        from facelab.embedders import get_embedder
-
-        return self.gate.apply(scores, get_embedder(self.gate.embedder).embed(rgb, faces), self.classes)
+        return self.gate.apply_to_faces(scores, rgb, faces, self.classes)
 
     def prototypes(self) -> np.ndarray:
         """Each person's unit-length mean embedding ``(classes, embed_dim)``: the prototype head's

@@ -129,11 +129,9 @@ class TransferModel:
         from facelab.transforms import read_image
 
         scores = self.predict_images(read_image(item.crop_path) for item in items)
-        if self.gate is None or not len(items):
+        if self.gate is None:
             return scores
-        from facelab.embed_track import item_vectors
-
-        return self.gate.apply(scores, item_vectors(self.workspace, list(items), self.gate.embedder), self.classes)
+        return self.gate.apply_to_items(scores, self.workspace, items, self.classes)
 
     def _face_crops(self, rgb: np.ndarray, faces: Sequence[Face]) -> list[Any]:
         from facelab.align import crop_face
@@ -144,11 +142,9 @@ class TransferModel:
 
     def predict_faces(self, rgb: np.ndarray, faces: list[Face]) -> np.ndarray:
         scores = self.predict_images(self._face_crops(rgb, faces))
-        if self.gate is None or not faces:
+        if self.gate is None:
             return scores
-        from facelab.embedders import get_embedder
-
-        return self.gate.apply(scores, get_embedder(self.gate.embedder).embed(rgb, faces), self.classes)
+        return self.gate.apply_to_faces(scores, rgb, faces, self.classes)
 
     # -- penultimate features ----------------------------------------------------------------
     def features_images(self, images: Iterable[Any]) -> np.ndarray:
