@@ -333,6 +333,36 @@ def find_photos(
         return _assemble(photos, faces)
 
 
+def find_photo_people(
+    ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()
+) -> list[tuple[str, float, list[str]]]:
+    """``(path, taken, people)`` of the photos :func:`find_photos` gives, in its order, with
+    ``people`` as :attr:`AlbumPhoto.people` — without making a face object.
+
+    What ``facelab album find`` prints: the database groups each photo's names, so a large answer
+    (90,000 photos at a million faces) costs a fraction of a second instead of seconds of objects.
+    """
+    ensure_album_tables(ws)
+    matching = _matching_ids_sql(ws, names, any_, exclude)
+    if matching is None:
+        return []
+    sql, params = matching
+    # Joined by the unit separator (char 31), which no typed name holds (a comma may: "Smith, Ann").
+    rows = _tuples(
+        ws,
+        "SELECT p.path, p.taken, group_concat(coalesce(f.name, ?), char(31)) FROM album_photos p "
+        f"JOIN album_faces f ON f.photo_id = p.id WHERE p.status = 'ok' AND p.id IN ({sql}) "
+        "GROUP BY p.id ORDER BY p.taken DESC, p.path",
+        [UNKNOWN, *params],
+    )
+    out = []
+    for path, taken, joined in rows:
+        present = set(joined.split("\x1f"))
+        people = sorted(present - {UNKNOWN}) + ([UNKNOWN] if UNKNOWN in present else [])
+        out.append((path, taken, people))
+    return out
+
+
 def count_photos(ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()) -> int:
     """How many photos :func:`find_photos` would give, without making them (milliseconds)."""
     ensure_album_tables(ws)

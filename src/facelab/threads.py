@@ -12,6 +12,7 @@ sessions that facelab creates; 0 or unset leaves each library's default.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 ENV = "FACELAB_THREADS"
@@ -43,11 +44,11 @@ def limit_threads(count: int) -> None:
     import cv2
 
     cv2.setNumThreads(count)
-    try:
-        import torch
-    except ImportError:  # torch is only needed by the CNN track
-        return
-    torch.set_num_threads(count)
+    # PyTorch only where it is loaded already (a CNN model): importing it costs ~2 s, and a torch
+    # imported later reads OMP_NUM_THREADS, set above.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(count)
 
 
 def ort_session_options() -> Any:

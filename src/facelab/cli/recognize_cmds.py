@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -735,7 +736,7 @@ def album_find(
     names = [str(n) for n in names]
     if not names:
         raise _fail(f"whom to find? facelab album find {workspace} NAME...")
-    from facelab.albums import UnsafeExport, export_album, find_photos, known_names, library_roots
+    from facelab.albums import UnsafeExport, export_album, find_photo_people, find_photos, known_names, library_roots
 
     with open_workspace(workspace) as ws:
         known = {n.casefold() for n in known_names(ws)}
@@ -745,21 +746,24 @@ def album_find(
             if name.casefold() not in known:
                 err.print(f"[yellow]nobody called {name!r} in the index[/]; known: {', '.join(known_names(ws))}")
         try:
-            photos = find_photos(ws, names, any_=any_, exclude=exclude or ())
+            # Photo objects only when exporting; the listing is grouped by the database (fast at any size).
+            photos = find_photos(ws, names, any_=any_, exclude=exclude or ()) if export is not None else []
+            rows = find_photo_people(ws, names, any_=any_, exclude=exclude or ())
         except ValueError as exc:
             raise _fail(str(exc)) from exc
         libraries = library_roots(ws)
     if paths:
-        for photo in photos:
-            sys.stdout.write(f"{photo.path}\n")
+        sys.stdout.writelines(f"{path}\n" for path, _, _ in rows)
     else:
         writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(["file", "taken", "people"])
-        for photo in photos:
-            writer.writerow([str(photo.path), photo.taken_iso, ";".join(photo.people)])
+        writer.writerows(
+            [path, datetime.fromtimestamp(taken).isoformat(timespec="seconds"), ";".join(people)]
+            for path, taken, people in rows
+        )
     joiner = " or " if any_ else " and "
     title = joiner.join(names) + (f" but not {', '.join(exclude)}" if exclude else "")
-    err.print(f"{len(photos)} photo(s) with {title}")
+    err.print(f"{len(rows)} photo(s) with {title}")
     if export is not None:
         try:
             page = export_album(photos, export, copy=copy, title=f"facelab: {title}", libraries=libraries)
