@@ -189,9 +189,9 @@ def main() -> None:
     parser.add_argument("--note", default="", help="a sentence added under the table's heading")
     args = parser.parse_args()
 
-    from facelab.threads import usable_cores
+    from facelab.threads import available_cpus
 
-    cores = usable_cores()
+    cores = available_cpus()
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         scratch = Path(tmp)
         train, photos = choose(args.data, args.train, args.photos)

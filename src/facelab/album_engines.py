@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from typing import TYPE_CHECKING, Any, Protocol
 
-from facelab.threads import usable_cores
+from facelab.threads import available_cpus
 
 if TYPE_CHECKING:
     from facelab.album_index import PhotoAnalysis
@@ -98,7 +98,7 @@ class LocalEngine:
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
         if address is not None:
             raise ValueError("--address is for --engine ray; the local engine runs on this machine")
-        self.workers = workers or usable_cores()
+        self.workers = workers or available_cpus()
 
     def analyse(self, recognizer: Recognizer, jobs: Sequence[Job]) -> Iterator[PhotoAnalysis]:
         from facelab.album_index import analyse_photo
@@ -115,7 +115,7 @@ class LocalEngine:
 
         from facelab.album_index import analyse_photo
 
-        threads = max(1, usable_cores() // workers)
+        threads = max(1, available_cpus() // workers)
         context = multiprocessing.get_context("fork" if _fork_is_safe(recognizer) else "spawn")
         pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(recognizer, threads))
         pending: dict[Future[Any], Job] = {}

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from facelab.threads import usable_cores
+from facelab.threads import available_cpus
 
 if TYPE_CHECKING:
     from facelab.album_index import PhotoAnalysis
@@ -179,7 +179,7 @@ class RayEngine:
         if self.address is None:
             # A Ray private to this command: its start-up notices (token authentication, ports) are noise here.
             ray.init(
-                num_cpus=self.workers or usable_cores(),
+                num_cpus=self.workers or available_cpus(),
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level=logging.ERROR,

@@ -26,8 +26,8 @@ def cpu_threads() -> int:
         return 0
 
 
-def usable_cores() -> int:
-    """Cores this process may run on (a container or ``taskset`` may allow fewer than the machine has)."""
+def available_cpus() -> int:
+    """CPU cores this process may use (respects taskset/cgroup affinity, unlike os.cpu_count)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

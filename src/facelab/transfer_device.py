@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from facelab.config import Device
+from facelab.threads import available_cpus
 
 if TYPE_CHECKING:
     import torch
 
-
-def available_cpus() -> int:
-    """CPU cores this process may use (respects taskset/cgroup affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
+__all__ = ["available_cpus", "resolve_device"]
 
 
 def resolve_device(requested: Device | str) -> tuple[torch.device, str]:
