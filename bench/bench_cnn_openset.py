@@ -25,8 +25,6 @@ from pathlib import Path
 import numpy as np
 
 from facelab import openset
-from facelab.embedders import find_faces, largest_face
-from facelab.imageio import ImageError, load_rgb
 from facelab.items import load_items
 from facelab.runs import load_model
 from facelab.store import Workspace
@@ -76,14 +74,8 @@ def forward(model, images: Iterable) -> tuple[np.ndarray, np.ndarray]:
 
 def stranger_crops(model, part: str) -> list:
     crops = []
-    for path, _ in openset.stranger_files(DATA / "strangers", part):
-        try:
-            rgb = load_rgb(path)
-        except ImageError:
-            continue
-        face = largest_face(find_faces(rgb))
-        if face is not None:
-            crops += model._face_crops(rgb, [face])
+    for rgb, face in openset.stranger_largest_faces(DATA / "strangers", part):
+        crops += model._face_crops(rgb, [face])
     return crops
 
 

@@ -87,21 +87,14 @@ class Scored:
 def stranger_crops() -> dict[str, list[np.ndarray]]:
     """The largest face of each stranger photo, cropped as the workspaces' crops, per half."""
     from facelab.align import crop_face
-    from facelab.embedders import find_faces, largest_face
-    from facelab.imageio import ImageError, load_rgb
 
-    crops: dict[str, list[np.ndarray]] = {}
-    for part in ("calibration", "evaluation"):
-        crops[part] = []
-        for path, _ in openset.stranger_files(STRANGERS, part):
-            try:
-                rgb = load_rgb(path)
-            except ImageError:
-                continue
-            face = largest_face(find_faces(rgb))
-            if face is not None:
-                crops[part].append(crop_face(rgb, face, margin=CROP_MARGIN, size=256))
-    return crops
+    return {
+        part: [
+            crop_face(rgb, face, margin=CROP_MARGIN, size=256)
+            for rgb, face in openset.stranger_largest_faces(STRANGERS, part)
+        ]
+        for part in ("calibration", "evaluation")
+    }
 
 
 def workspace(name: str) -> Path:

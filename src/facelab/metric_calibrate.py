@@ -51,18 +51,7 @@ FLOOR_REASON = "lowest similarity above every impostor seen (none of them named)
 def stranger_embeddings(model: MetricModel, folder: Path, part: str = "calibration") -> np.ndarray:
     """Embeddings of the largest face of each photo of a strangers folder's ``part`` (photos that
     cannot be read or show no face are skipped)."""
-    from facelab.embedders import find_faces, largest_face
-    from facelab.imageio import ImageError, load_rgb
-
-    vectors = []
-    for path, _ in openset.stranger_files(folder, part):
-        try:
-            rgb = load_rgb(path)
-        except ImageError:
-            continue
-        face = largest_face(find_faces(rgb))
-        if face is not None:
-            vectors.append(model.embed_faces(rgb, [face])[0])
+    vectors = [model.embed_faces(rgb, [face])[0] for rgb, face in openset.stranger_largest_faces(folder, part)]
     return np.stack(vectors) if vectors else np.zeros((0, model.params.embed_dim), np.float32)
 
 

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
     from facelab.runs import Model
     from facelab.types import Face, Recognition
@@ -483,6 +483,24 @@ class StrangerScorer(Protocol):
     def stranger_scores(self, folder: Path, part: str = "all") -> np.ndarray: ...
 
 
+def stranger_largest_faces(
+    folder: Path | str, part: str = "all", detector: str | None = None
+) -> Iterator[tuple[np.ndarray, Face]]:
+    """``(rgb, face)``: each readable photo of a strangers folder's ``part`` with its largest face
+    (photos that cannot be read or show no face are skipped) — the stranger every score is about."""
+    from facelab.embedders import find_faces, largest_face
+    from facelab.imageio import ImageError, load_rgb
+
+    for path, _ in stranger_files(folder, part):
+        try:
+            rgb = load_rgb(path)
+        except ImageError:
+            continue
+        face = largest_face(find_faces(rgb, detector))
+        if face is not None:
+            yield rgb, face
+
+
 def stranger_scores(model: Model, folder: Path | str, part: str = "all", detector: str | None = None) -> np.ndarray:
     """Open score (:func:`open_scores`) of ``model`` for the largest face of each stranger photo
     (photos without a face skipped).
@@ -492,17 +510,8 @@ def stranger_scores(model: Model, folder: Path | str, part: str = "all", detecto
     """
     if isinstance(model, StrangerScorer):
         return np.asarray(model.stranger_scores(Path(folder), part), dtype=np.float64)
-    from facelab.embedders import find_faces, largest_face
-    from facelab.imageio import ImageError, load_rgb
-
-    best: list[float] = []
-    for path, _ in stranger_files(folder, part):
-        try:
-            rgb = load_rgb(path)
-        except ImageError:
-            continue
-        face = largest_face(find_faces(rgb, detector))
-        if face is None:
-            continue
-        best.append(float(open_scores(model.predict_faces(rgb, [face]), model.classes)[0]))
+    best = [
+        float(open_scores(model.predict_faces(rgb, [face]), model.classes)[0])
+        for rgb, face in stranger_largest_faces(folder, part, detector)
+    ]
     return np.asarray(best, dtype=np.float64)
