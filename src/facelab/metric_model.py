@@ -81,20 +81,11 @@ class MetricModel:
     @property
     def net(self) -> nn.Module:
         if self._net is None:
-            import torch
-            from safetensors.torch import load_file
-
             from facelab.metric_net import metric_net_from_state
+            from facelab.transfer_device import load_best_weights
             from facelab.transforms import eval_transform
 
-            request = self._device_request
-            self.device = torch.device(
-                ("cuda" if torch.cuda.is_available() else "cpu") if request == "auto" else request
-            )
-            path = self.run_dir / "best.safetensors"
-            if not path.is_file():
-                raise FileNotFoundError(f"{self.run_dir}: no best.safetensors (the run never finished)")
-            state = load_file(str(path))
+            self.device, state = load_best_weights(self.run_dir, self._device_request)
             net = metric_net_from_state(self.spec, self.preprocessing.image_size, self.params.embed_dim, state)
             self._net = net.to(self.device).eval()
             self._transform = eval_transform(self.preprocessing)

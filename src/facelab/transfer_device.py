@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from facelab.config import Device
@@ -12,7 +13,7 @@ from facelab.threads import available_cpus
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["available_cpus", "resolve_device"]
+__all__ = ["available_cpus", "load_best_weights", "resolve_device"]
 
 
 def resolve_device(requested: Device | str) -> tuple[torch.device, str]:
@@ -31,6 +32,19 @@ def resolve_device(requested: Device | str) -> tuple[torch.device, str]:
         why = "as asked" if requested is Device.CPU else "no CUDA device found"
         return torch.device("cpu"), f"cpu ({why})"
     return torch.device("cuda"), f"cuda ({torch.cuda.get_device_name(0)})"
+
+
+def load_best_weights(run_dir: Path, device: str = "auto") -> tuple[torch.device, dict[str, torch.Tensor]]:
+    """The device a finished run's network loads onto (``auto``: CUDA when torch sees one) and the
+    weights it kept (``best.safetensors``); FileNotFoundError naming the run when there are none."""
+    import torch
+    from safetensors.torch import load_file
+
+    chosen = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    path = Path(run_dir) / "best.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no best.safetensors (the run never finished an epoch)")
+    return chosen, load_file(str(path))
 
 
 @contextmanager

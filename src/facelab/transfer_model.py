@@ -71,19 +71,11 @@ class TransferModel:
     @property
     def net(self) -> nn.Module:
         if self._net is None:
-            import torch
-            from safetensors.torch import load_file
-
+            from facelab.transfer_device import load_best_weights
             from facelab.transforms import eval_transform
 
-            if self._device_request == "auto":
-                self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-            else:
-                self.device = torch.device(self._device_request)
-            path = self.run_dir / "best.safetensors"
-            if not path.is_file():
-                raise FileNotFoundError(f"{self.run_dir}: no best.safetensors (the run never finished an epoch)")
-            net = build_from_state(self.spec, len(self.classes), self.preprocessing.image_size, load_file(str(path)))
+            self.device, state = load_best_weights(self.run_dir, self._device_request)
+            net = build_from_state(self.spec, len(self.classes), self.preprocessing.image_size, state)
             self._net = net.to(self.device).eval()
             self._transform = eval_transform(self.preprocessing)
         return self._net
