@@ -52,6 +52,27 @@ def _copy_calibration(run_dir: Path, target: Path) -> None:
             shutil.copy2(run_dir / name, target / name)
 
 
+def _staging(run_dir: Path, copy: tuple[str, ...] = ()) -> Path:
+    """A fresh ``RUN/.deployed.tmp``, where a refit is built before :func:`_swap_in` puts it in place
+    whole: not there yet when ``copy`` is empty (a trainer makes it), else holding the run's files
+    named in ``copy`` and its calibration."""
+    staging = run_dir / f".{DEPLOYED}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    if copy:
+        staging.mkdir()
+        for name in copy:
+            if (run_dir / name).is_file():
+                shutil.copy2(run_dir / name, staging / name)
+        _copy_calibration(run_dir, staging)
+    return staging
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Replace ``target`` by the finished ``staging`` folder."""
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+
 @dataclass(frozen=True)
 class Defaults:
     """One source of defaults for every front end (CLI options, web forms, Python API).
@@ -465,13 +486,7 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     if not items:
         shutil.rmtree(target, ignore_errors=True)
         return None, "no labelled faces to refit on: deployed as trained"
-    staging = run_dir / f".{DEPLOYED}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in _REFIT_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, staging / name)
-    _copy_calibration(run_dir, staging)
+    staging = _staging(run_dir, _REFIT_FILES)
     buffer = io.BytesIO()
     np.savez_compressed(
         buffer,
@@ -481,8 +496,7 @@ def refit_on_all(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     )
     write_bytes_atomic(buffer.getvalue(), staging / "head.npz")
     by_split = _refit_summary(run_dir, summary, items, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    _swap_in(staging, target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
     return target, f"deployed refit on all {len(items)} labelled faces ({parts}); test figures are the run's own"
 
@@ -507,18 +521,11 @@ def _refit_metric(ws: Workspace, run_dir: Path) -> tuple[Path | None, str]:
     if not items:
         shutil.rmtree(target, ignore_errors=True)
         return None, "no labelled faces to refit on: deployed as trained"
-    staging = run_dir / f".{DEPLOYED}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    for name in RUN_FILES:
-        if (run_dir / name).is_file():
-            shutil.copy2(run_dir / name, staging / name)
-    _copy_calibration(run_dir, staging)
+    staging = _staging(run_dir, RUN_FILES)
     labels = np.array([index[item.person] for item in items], dtype=np.int64)
     write_head(staging, model.classes, model.embed_items(items), labels)
     by_split = _refit_summary(run_dir, summary, items, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    _swap_in(staging, target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
     return target, (
         f"deployed with every person's mean embedding over all {len(items)} labelled faces ({parts}); "
@@ -570,8 +577,7 @@ def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None
         if item.person in classes and item.split in ("train", "val", "test")
     ]
     pairs = [(item.crop_path, item.person) for item in items]
-    staging = run_dir / f".{DEPLOYED}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = _staging(run_dir)
     # Exactly the epochs validation chose, no early stop; the "validation" pass sees the training
     # faces themselves, only so the loop can run (there is nothing left to hold out).
     recipe = dataclasses.replace(config, epochs=epochs, patience=0, offline_aug=0, name=None)
@@ -579,8 +585,7 @@ def _refit_cnn(ws: Workspace, run_dir: Path, summary: dict) -> tuple[Path | None
     _copy_calibration(run_dir, staging)
     refit = json.loads((staging / "summary.json").read_text(encoding="utf-8"))
     by_split = _refit_summary(run_dir, refit, items, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    _swap_in(staging, target)
     parts = " + ".join(f"{n} {name}" for name, n in by_split.items())
     return target, (
         f"deployed trained again on all {len(items)} labelled faces ({parts}) for {epochs} epoch(s); "
