@@ -519,7 +519,8 @@ def write_doc(
             if set_name != "both":
                 run = runs[set_name]
                 after = f"{run.after_load:.2f}" if run.after_load else "–"
-                first = f"{run.first_s:.0f} s" if run.first_s is not None else "–"
+                # indexed_at has 1 s resolution: the first stamp may fall just before the start
+                first = f"{max(0.0, run.first_s):.0f} s" if run.first_s is not None else "–"
                 best = min(run.runs)
                 loads = f"{best[1]} → {best[2]}"
             cpu = sum(runs[s].cpu_s for s in sets) / n if n else float("nan")
@@ -572,11 +573,15 @@ def write_doc(
             f"| {pct(a.paired, a.theirs)} | {pct(a.agreed, a.paired)} | {a.ours_named} / {a.theirs_named} "
             f"| **{pct(a.ours_right, a.photos)}** | **{pct(a.theirs_right, a.photos)}** |"
         )
+    from facelab.workflow import DEFAULTS
+
+    min_face = DEFAULTS.min_face
     lines += [
         "",
         f"The peer's CLI matched {ambiguous} face(s) to known images of two or more people (it prints all of "
         f"them; here the nearest counts); it could not read {errors} photo(s) (its CLI would stop there). "
-        "Faces are as each tool reports them: facelab skips faces under 40 px (their names are unreliable); "
+        f"Faces are as each tool reports them: facelab names no face under {min_face} px "
+        "(docs/benchmarks_small_faces.md); "
         "the peer's HOG detector finds frontal faces of about 40 px and more at upsample 1 and none turned "
         "far aside.",
         "",

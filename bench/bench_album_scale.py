@@ -49,6 +49,7 @@ from facelab.albums import (
     album_photos,
     count_photos,
     ensure_album_tables,
+    find_photo_people,
     find_photos,
     known_names,
 )
@@ -294,6 +295,17 @@ def main() -> None:
                 lambda: find_photos(ws, [popular, second], any_=True, exclude=[top]),
             ),
             (f"find `{top}`, first 500 (`limit=500`: a web page)", "< 1", lambda: find_photos(ws, [top], limit=500)),
+            (
+                f"list `{top}` (`find_photo_people`: what `album find` prints)",
+                "< 1",
+                lambda: find_photo_people(ws, [top]),
+            ),
+            (
+                f"list `{popular}` or `{second}`, not `{top}` (`find_photo_people`)",
+                "< 1",
+                lambda: find_photo_people(ws, [popular, second], any_=True, exclude=[top]),
+            ),
+            (f"list `{UNKNOWN}` (`find_photo_people`)", "", lambda: find_photo_people(ws, [UNKNOWN])),
             (f"`count_photos` `{top}` (no objects made)", "< 1", lambda: count_photos(ws, [top])),
             ("`known_names`", "< 1", lambda: known_names(ws)),
             ("find `unknown` (a huge answer)", "", lambda: find_photos(ws, [UNKNOWN])),
@@ -340,9 +352,14 @@ def main() -> None:
 
     # An index made by an older facelab: the new index is built on its next open, once.
     with Workspace(root) as ws:
-        ws.conn.executescript("DROP INDEX album_faces_person; CREATE INDEX album_faces_name ON album_faces(name);")
+        ws.conn.executescript(
+            "DROP INDEX album_faces_person; DROP INDEX album_faces_photo; "
+            "CREATE INDEX album_faces_name ON album_faces(name);"
+        )
         wall, cpu, _ = timed(lambda: ensure_album_tables(ws), repeat=1)
-        table.add("first open of an older index (builds `album_faces_person`)", wall, cpu, "", "once")
+        table.add(
+            "first open of an older index (builds `album_faces_person` and `album_faces_photo`)", wall, cpu, "", "once"
+        )
         wall, cpu, _ = timed(lambda: ensure_album_tables(ws))
         table.add("any later open (`ensure_album_tables`)", wall, cpu)
 
@@ -360,13 +377,15 @@ photos each time.
 
 {table.markdown()}
 
-- Search is answered by SQLite from the covering index `album_faces_person (name, photo_id)`; only the faces
-  of the photos in the answer are read. Its time follows the size of the answer, not of the index: most of it
-  is making one Python object per photo and face. `unknown` matches most photos here (every stranger is
-  unknown), so it takes seconds — the objects, not the query (`count_photos` of the same answer). The web
-  app needs a page (`limit`) and a total (`count_photos`), not the whole answer.
-- `facelab album find` in a new process is mostly Python's start-up and imports (the `--help` line) and
-  writing the CSV.
+- Search is answered by SQLite from two covering indexes: `album_faces_person (name, photo_id)` finds the
+  photos, `album_faces_photo (photo_id, idx, name, box, score)` gives their faces without reading the table
+  rows (which carry the 512-byte vectors). Its time follows the size of the answer, not of the index.
+  `find_photos` makes one Python object per photo and face — most of its time for a large answer;
+  `unknown` matches most photos here (every stranger is unknown), so it takes seconds. What people wait on
+  makes no face objects: `album find` prints `find_photo_people`'s rows (the database lists each photo's
+  names), the web app shows a page (`limit`) and a total (`count_photos`).
+- `facelab album find` in a new process adds Python's start-up and imports (the `--help` line) and
+  writing the CSV to the listing.
 - A re-match after `enroll` writes only the faces whose answer changed (the newcomer's, and the few whose
   runner-up changed); reading and scoring every vector is the rest. The first naming and the switch of head
   change every face's score, so every face is written.

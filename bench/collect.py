@@ -18,6 +18,7 @@ ORDER = (
     "one_person",
     "study",
     "unknown",
+    "small_faces",
     "cnn_openset",
     "metric",
     "detectors",

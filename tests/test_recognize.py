@@ -43,6 +43,7 @@ from facelab.recognize import (
 )
 from facelab.tracking import UNKNOWN, IoUTracker, Track, face_weight
 from facelab.types import Box, Face
+from facelab.workflow import DEFAULTS
 from tiny_model import TinyModel
 
 
@@ -375,9 +376,10 @@ def test_faces_too_small_to_name_are_counted_not_hidden(model: TinyModel, tmp_pa
     from facelab.embedders import find_faces
 
     side = min(find_faces(np.asarray(rgb))[0].box.width, find_faces(np.asarray(rgb))[0].box.height)
-    scale = 30 / side  # the face becomes ~30 px: found by the detector, too small to name
+    scale = 26 / side  # the face becomes ~26 px: found by the detector, too small to name
     small = tmp_path / "small.jpg"
     rgb.resize((round(rgb.width * scale), round(rgb.height * scale))).save(small)
     result = cli("recognize", str(model.workspace), str(small), "--format", "csv", "-q")
     assert result.exit_code == 0
-    assert "no_face" in result.stdout and "smaller than 40 px" in result.stderr and "--min-face 0" in result.stderr
+    assert "no_face" in result.stdout and "--min-face 0" in result.stderr
+    assert f"smaller than {DEFAULTS.min_face} px" in result.stderr

@@ -44,7 +44,7 @@ MIN_SOURCE_SAMPLES = 99
 
 # Faces smaller than this (shorter side, pixels) are not named by facelab recognize (its --min-face
 # default), so reference faces below it are not evidence about what recognition will do.
-DEFAULT_MIN_FACE = 40
+DEFAULT_MIN_FACE = openset.MIN_FACE
 
 # What the ``floor`` of :func:`choose_threshold` is when the caller does not say.
 DEFAULT_FLOOR_REASON = "measured default distance"

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from facelab.openset import MIN_FACE
 from facelab.recognize_capture import LatestFrameReader, open_capture
 from facelab.recognize_inputs import LIVE_KINDS, Source
 from facelab.tracking import (
@@ -92,7 +93,7 @@ class VideoOptions:
     * ``detect_size`` (320): longest side of the copy the detector sees. RetinaFace then finds
       faces from about 16 px *in that copy*, i.e. 32 px in a 640-px frame, 96 px in 1920-px
       video: raise it for small or distant faces (time grows with the pixel count).
-    * ``min_face`` (40): ignore faces whose shorter side (in frame pixels) is smaller; small faces
+    * ``min_face`` (32, ``openset.MIN_FACE``): ignore faces whose shorter side (in frame pixels) is smaller; small faces
       are named poorly and cost as much as big ones.
     * ``reclassify_every`` (100): frames between two periodic re-namings of a track that nothing
       else sent for naming (4 s at 25 fps). Re-naming is needed when something changed, and that
@@ -149,7 +150,7 @@ class VideoOptions:
 
     detect_every: int = 2
     detect_size: int = 320
-    min_face: int = 40
+    min_face: int = MIN_FACE
     reclassify_every: int = 100
     reclassify_iou: float = 0.5
     warmup: int = 2

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from facelab import openset
 from facelab.items import FaceSelection, load_items
 from facelab.store import Workspace
 from facelab.writelock import write_lock
@@ -78,14 +79,15 @@ class Defaults:
     """One source of defaults for every front end (CLI options, web forms, Python API).
 
     * ``min_face``: faces whose shorter side is below this many pixels are skipped by recognition
-      (reason ``too small``): below ~40 px the embedding's distances stop being reliable and
-      strangers in the background get names. Lower it for small, sharp faces.
+      (reason ``too small``): below ~32 px the embedding's distances stop being reliable and
+      strangers in the background get names (``openset.MIN_FACE``, measured in
+      docs/benchmarks_small_faces.md). Raise it to leave background faces unnamed.
     * ``target_fpir``: the share of strangers allowed a name when calibrating "unknown" (1%).
     * ``budget_minutes``: time for ``auto`` / ``run`` to train candidates.
     * ``split_seed``: the split's shuffle seed, so a re-run gives the same split.
     """
 
-    min_face: int = 40
+    min_face: int = openset.MIN_FACE
     target_fpir: float = 0.01
     budget_minutes: float = 10.0
     split_seed: int = 0

@@ -343,7 +343,7 @@ def _recognize_photos(
     if recognizer.skipped_small:
         err.print(
             f"{recognizer.skipped_small} face(s) smaller than {recognizer.min_face:.0f} px were not named "
-            "(too small to tell people apart; --min-face 0 names them too)",
+            "(too small to tell people apart reliably; --min-face 0 names them anyway, with more wrong names)",
             highlight=False,
         )
     return failed

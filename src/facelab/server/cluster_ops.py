@@ -208,7 +208,7 @@ def name_group(ws: Workspace, cluster: int, name: str) -> dict[str, Any]:
     with a name the app accepts for new people); 404 unknown group, 422 bad name. Call it holding
     the write lock."""
     from facelab.album_clusters import ClusterError, name_cluster
-    from facelab.albums import find_photos
+    from facelab.albums import count_photos
 
     check_group(ws, cluster)
     name = name.strip()
@@ -222,7 +222,7 @@ def name_group(ws: Workspace, cluster: int, name: str) -> dict[str, Any]:
         result = name_cluster(ws, cluster, name)
     except ClusterError as exc:
         raise OpError(str(exc), 422) from exc
-    found = len(find_photos(ws, [result.name]))
+    found = count_photos(ws, [result.name])  # a count, not every photo as objects
     message = f"{result.faces} face(s) in {result.photos} photo(s) are now {result.name}"
     message += "" if result.existing else " (a new person)"
     return {
