@@ -21,6 +21,7 @@ from facelab.albums import (
     UNKNOWN,
     AlbumFace,
     AlbumPhoto,
+    album_listing,
     album_photos,
     count_photos,
     ensure_album_tables,
@@ -203,6 +204,10 @@ def test_find_answers_as_the_python_search_did(index: Path, names: list[str], an
         # What `album find` prints, grouped by the database: the same photos, order and people.
         listed = find_photo_people(ws, names, any_=any_, exclude=exclude)
         assert listed == [(str(p.path), p.taken, p.people) for p in expected]
+        # … and as the CSV rows it prints, dates formatted by the database.
+        assert album_listing(ws, names, any_=any_, exclude=exclude) == [
+            (str(p.path), p.taken_iso, ";".join(p.people)) for p in expected
+        ]
 
 
 def test_known_names_and_all_photos_as_before(index: Path) -> None:
@@ -423,3 +428,37 @@ def test_vectors_round_trip_as_one_buffer() -> None:
     blobs = [vector_to_blob(v) for v in vectors]
     joined = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(5, DIM)
     assert np.array_equal(joined, np.stack([blob_to_vector(b) for b in blobs]))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York", "Asia/Kolkata"])
+def test_listing_dates_are_local_time_as_python_writes_them(tmp_path: Path, monkeypatch, zone: str) -> None:
+    """`album find` prints the database's formatting of the date: it must be Python's, in the
+    user's time zone, seconds truncated, on both sides of a daylight-saving change."""
+    import time
+    from datetime import datetime
+
+    monkeypatch.setenv("TZ", zone)
+    time.tzset()
+    try:
+        stamps = [1_600_000_000.999, 1_615_705_200.0, 1_615_712_400.5, 1_636_264_800.0, 946_684_799.0, 0.0]
+        with Workspace(tmp_path / "ws") as ws:
+            ensure_album_tables(ws)
+            with ws.transaction() as conn:
+                for pid, taken in enumerate(stamps, 1):
+                    conn.execute(
+                        "INSERT INTO album_photos(id, path, taken, taken_source, status, model) "
+                        "VALUES (?, ?, ?, 'exif', 'ok', 'm@0')",
+                        (pid, f"/lib/p{pid}.jpg", taken),
+                    )
+                    conn.execute(
+                        "INSERT INTO album_faces(photo_id, idx, x1, y1, x2, y2, name) VALUES (?, 0, 0, 0, 9, 9, 'Ann')",
+                        (pid,),
+                    )
+            listed = {path: taken for path, taken, _ in album_listing(ws, ["ann"])}
+        assert listed == {
+            f"/lib/p{pid}.jpg": datetime.fromtimestamp(t).isoformat(timespec="seconds")
+            for pid, t in enumerate(stamps, 1)
+        }
+    finally:
+        monkeypatch.undo()
+        time.tzset()
