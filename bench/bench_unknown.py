@@ -1,8 +1,8 @@
 """Unknown without a strangers folder: how many strangers get a name, for galleries of 1–10 people.
 
 A user runs ``facelab run PHOTOS -w WS`` with no strangers folder. This measures the share of
-stranger photos given a name on any face (FPIR, photo level, faces of 40 px and more as
-``facelab recognize`` names them) and the share of the people's own test faces not given their
+stranger photos given a name on any face (FPIR, photo level, faces as large as ``facelab
+recognize`` names: ``openset.MIN_FACE``, 32 px) and the share of the people's own test faces not given their
 name (FNIR), for galleries of 1, 2, 3, 5 and 10 people drawn from celeb5 + sports5 (random subsets;
 mean and worst case), with the unknown threshold set by:
 
@@ -224,7 +224,8 @@ def write_table(args: argparse.Namespace, results: dict, seconds: float) -> None
         f"Head: `{args.head}` on dlib embeddings; target FPIR "
         f"{TARGET:.0%}. Galleries drawn from the ten people of celeb5 + sports5 ({args.subsets} random "
         "galleries per size below 10, seeded; one of 10). FPIR: share of the 300 LFW stranger photos "
-        "(../shared/data/strangers) given a name on any face of 40 px or more; FNIR: share of the gallery's "
+        f"(../shared/data/strangers) given a name on any face of {impostors.DEFAULT_MIN_FACE} px or more; FNIR: "
+        "share of the gallery's "
         "test faces not given their own name. Cells: mean / worst gallery. `strangers folder` is "
         "calibrated on the strangers' calibration half and measured on the other half.",
         "",
