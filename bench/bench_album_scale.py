@@ -39,7 +39,9 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import date
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -291,37 +293,31 @@ def main() -> None:
         # objects, and the total) and `album find`'s listing (below, also as a new process).
         # find_photos makes every photo and face of an answer a Python object (what `--export`
         # uses, then linking every photo): timed for scale, no target.
-        queries: list[tuple[str, str, Callable[[], object]]] = [
-            (f"web album page `{top}` (first 500 + total)", "< 1", lambda: web_search(ws, [top])),
-            (f"web album page `{typical}`", "< 1", lambda: web_search(ws, [typical])),
-            (
-                f"web album page `{popular}` or `{second}`, not `{top}`",
-                "< 1",
-                lambda: web_search(ws, [popular, second], any_=True, exclude=[top]),
-            ),
-            (f"web album page `{UNKNOWN}` (a huge answer)", "< 1", lambda: web_search(ws, [UNKNOWN])),
-            (f"listing `{top}` (`album_listing`: what `album find` prints)", "< 1", lambda: album_listing(ws, [top])),
-            (f"listing `{second}`", "< 1", lambda: album_listing(ws, [second])),
-            (f"listing `{typical}`", "< 1", lambda: album_listing(ws, [typical])),
-            (f"listing `{top}` and `{popular}` (all of)", "< 1", lambda: album_listing(ws, [top, popular])),
-            (
-                f"listing `{popular}` or `{second}`, not `{top}` (any of, exclude)",
-                "< 1",
-                lambda: album_listing(ws, [popular, second], any_=True, exclude=[top]),
-            ),
-            (f"listing `{UNKNOWN}` (a huge answer)", "", lambda: album_listing(ws, [UNKNOWN])),
+        huge = f"`{UNKNOWN}` (a huge answer)"
+        # (what, names, options): one person, most to fewest photos; all of two; any of two but
+        # not a third; unknown.
+        asked: list[tuple[str, list[str], dict[str, Any]]] = [
+            (f"`{top}`", [top], {}),
+            (f"`{second}`", [second], {}),
+            (f"`{typical}`", [typical], {}),
+            (f"`{top}` and `{popular}` (all of)", [top, popular], {}),
+            (f"`{popular}` or `{second}`, not `{top}`", [popular, second], {"any_": True, "exclude": [top]}),
+            (huge, [UNKNOWN], {}),
+        ]
+        queries: list[tuple[str, str, Callable[[], object]]] = []
+        searches = (
+            ("web album page (500 + total)", web_search, "< 1"),
+            ("`album_listing` (`album find`'s rows)", album_listing, "< 1"),
+            ("`find_photos` (all as objects)", find_photos, ""),
+        )
+        for label, search, target in searches:
+            for what, names, options in asked:
+                wanted = "" if search is album_listing and what == huge else target
+                queries.append((f"{label}: {what}", wanted, partial(search, ws, names, **options)))
+        queries += [
             (f"`count_photos` `{top}`", "< 1", lambda: count_photos(ws, [top])),
             (f"`count_photos` `{UNKNOWN}`", "< 1", lambda: count_photos(ws, [UNKNOWN])),
             ("`known_names`", "< 1", lambda: known_names(ws)),
-            (f"`find_photos` `{top}` (every photo and face as objects)", "", lambda: find_photos(ws, [top])),
-            (f"`find_photos` `{second}`", "", lambda: find_photos(ws, [second])),
-            (f"`find_photos` `{typical}`", "", lambda: find_photos(ws, [typical])),
-            (
-                f"`find_photos` `{popular}` or `{second}`, not `{top}`",
-                "",
-                lambda: find_photos(ws, [popular, second], any_=True, exclude=[top]),
-            ),
-            (f"`find_photos` `{UNKNOWN}`", "", lambda: find_photos(ws, [UNKNOWN])),
         ]
         for what, target, fn in queries:
             wall, cpu, found = timed(fn)
