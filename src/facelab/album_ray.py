@@ -7,8 +7,12 @@ process, which writes each one into the workspace as it arrives (so a stopped ru
 
 * No address: a Ray is started on this machine with ``workers`` CPUs (default: every core) and
   stopped at the end.
-* ``--address ray://HOST:10001`` (Ray Client), ``HOST:6379`` or ``auto`` (this machine is a node of
-  the cluster): the actors run on the cluster; this process only writes the workspace.
+* ``--address HOST:6379`` or ``auto`` (this machine is a node of the cluster): Ray Data runs the
+  actors on the cluster; this process only writes the workspace.
+* ``--address ray://HOST:10001`` (Ray Client, from a machine outside the cluster): Ray Data does not
+  run over Ray Client (its executor needs a full Ray driver; ray-project/ray#48682), so the same
+  actors are driven by Ray Core instead (:func:`_analyse_over_client`): a fixed pool, a batch of
+  photos per call, answers as they come.
 
 Every node must see the library at the same absolute path (shared storage mounted alike on every
 node) and have the same facelab installed; the workspace is written by this process only. See
@@ -27,6 +31,7 @@ import math
 import os
 import pickle
 import socket
+import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +49,8 @@ BATCH_SIZE = 2
 # a task to schedule, which costs more than it gives for libraries of hundreds of thousands of photos.
 MAX_BLOCKS = 10_000
 COLUMN = "analysis"
+# Over Ray Client: restarts of a dead actor, and retries of the call it was answering.
+ACTOR_RETRIES = 2
 # Ray Data settings while facelab's dataset runs (restored after).
 QUIET_CONTEXT: dict[str, Any] = {
     # facelab draws its own progress bar; Ray's bars and start-up banner would garble it.
@@ -52,6 +59,36 @@ QUIET_CONTEXT: dict[str, Any] = {
     # A block that fails every retry is dropped (its photos are answered as errors), not fatal.
     "max_errored_blocks": -1,
 }
+
+
+# Where `ray start --head` keeps the cluster's token (Ray >= 2.59 turns token authentication on by
+# default); RAY_AUTH_TOKEN / RAY_AUTH_TOKEN_PATH name another.
+RAY_TOKEN_FILE = "~/.ray/auth_token"
+
+
+def use_ray_token() -> None:
+    """Present the cluster's token when one is at hand and RAY_AUTH_MODE is unset.
+
+    A cluster started by ``ray start --head`` may require Ray's token, but a driver that joins it
+    attaches the token only when RAY_AUTH_MODE=token is set, so joining fails ("Authentication token
+    is missing"). A cluster without authentication ignores the token, so setting the mode is safe;
+    an explicit RAY_AUTH_MODE (``disabled`` too) is left as it is.
+    """
+    if os.environ.get("RAY_AUTH_MODE"):
+        return
+    token_at_hand = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+    if not (token_at_hand or os.path.isfile(os.path.expanduser(RAY_TOKEN_FILE))):
+        return
+    os.environ["RAY_AUTH_MODE"] = "token"
+    if "ray" in sys.modules:
+        # Ray read its configuration when it was imported; its own switch to token mode refreshes
+        # it (private, so only where this Ray has it; else the next process sees the mode).
+        try:
+            from ray._private.authentication.authentication_token_setup import _enable_token_auth
+
+            _enable_token_auth()
+        except (ImportError, AttributeError):
+            pass
 
 
 def _no_bars_notice(record: logging.LogRecord) -> bool:
@@ -87,6 +124,10 @@ class PhotoAnalyser:
         self.node = socket.gethostname()
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return self.analyse_batch(batch)
+
+    def analyse_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """``{"path": [...], "mtime": [...]}`` in, ``{COLUMN: [pickled PhotoAnalysis, ...]}`` out."""
         import numpy as np
 
         from facelab.album_index import PhotoAnalysis, analyse_photo
@@ -118,6 +159,8 @@ class RayEngine:
     """
 
     def __init__(self, workers: int | None = None, address: str | None = None) -> None:
+        if address is not None:
+            use_ray_token()  # before Ray is imported: it reads RAY_AUTH_MODE once
         import_ray()  # fail at once (the CLI checks the engine before loading a model)
         self.workers = workers
         self.address = address
@@ -146,9 +189,11 @@ class RayEngine:
             data_logger.setLevel(logging.WARNING)
             progress_logger.addFilter(_no_bars_notice)
             done: set[str] = set()
-            stream = iter(self._dataset(ray, recognizer, jobs).iter_rows())
-            for row in stream:
-                analysis: PhotoAnalysis = pickle.loads(row[COLUMN])
+            if ray.util.client.ray.is_connected():
+                stream = _analyse_over_client(ray, recognizer, jobs, self._workers(ray, len(jobs)), self.batch_size)
+            else:
+                stream = (pickle.loads(row[COLUMN]) for row in self._dataset(ray, recognizer, jobs).iter_rows())
+            for analysis in stream:
                 done.add(analysis.path)
                 yield analysis
             # Ray Data drops a block whose task raised (max_errored_blocks in QUIET_CONTEXT): its
@@ -190,13 +235,18 @@ class RayEngine:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConnectionError(
                     f"--address {self.address}: cannot join that Ray cluster ({exc}) — give ray://HEAD:10001, "
-                    "HEAD:6379 or auto for a cluster started with `ray start --head` (see docs/scale.md)"
+                    "HEAD:6379 or auto for a cluster started with `ray start --head`; if the cluster uses Ray's "
+                    f"token authentication, put its token in {RAY_TOKEN_FILE} or RAY_AUTH_TOKEN (see docs/scale.md)"
                 ) from exc
         return True
 
-    def _dataset(self, ray: Any, recognizer: Recognizer, jobs: Sequence[tuple[str, float]]) -> Any:
+    def _workers(self, ray: Any, n_jobs: int) -> int:
+        """Actors to start: ``workers``, else one per CPU of the cluster; never more than batches."""
         workers = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        workers = min(workers, math.ceil(len(jobs) / self.batch_size))
+        return min(workers, math.ceil(n_jobs / self.batch_size))
+
+    def _dataset(self, ray: Any, recognizer: Recognizer, jobs: Sequence[tuple[str, float]]) -> Any:
+        workers = self._workers(ray, len(jobs))
         items = [{"path": path, "mtime": float(mtime)} for path, mtime in jobs]
         blocks = min(MAX_BLOCKS, math.ceil(len(items) / self.batch_size))
         batch_size = math.ceil(len(items) / blocks)
@@ -210,3 +260,50 @@ class RayEngine:
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,
         )
+
+
+def _analyse_over_client(
+    ray: Any, recognizer: Recognizer, jobs: Sequence[tuple[str, float]], workers: int, batch_size: int
+) -> Iterator[PhotoAnalysis]:
+    """The photos through ``workers`` :class:`PhotoAnalyser` actors driven by Ray Core — what works
+    over Ray Client, where Ray Data does not. Each actor has one batch in flight at a time and gets
+    the next as soon as it answers, so a slow photo holds back only its own actor. A batch whose call
+    failed (an exception, an actor that died) is answered by the caller as failed, like a dropped
+    Ray Data block; an actor that died for good is not given more.
+    """
+    import numpy as np
+
+    # An actor that dies (its node lost, out of memory) is restarted and its call retried, as Ray
+    # Data does; after that its batch is answered as failed (retried on the next run).
+    actor_class = ray.remote(num_cpus=1, max_restarts=ACTOR_RETRIES, max_task_retries=ACTOR_RETRIES)(PhotoAnalyser)
+    recognizer_ref = ray.put(pickle.dumps(recognizer, protocol=pickle.HIGHEST_PROTOCOL))
+    actors = [actor_class.remote(recognizer_ref) for _ in range(workers)]
+    batches = iter([jobs[i : i + batch_size] for i in range(0, len(jobs), batch_size)])
+    running: dict[Any, Any] = {}  # call's object ref -> the actor answering it
+
+    def give(actor: Any) -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            paths = np.array([path for path, _ in batch], dtype=object)
+            mtimes = np.array([float(mtime) for _, mtime in batch])
+            running[actor.analyse_batch.remote({"path": paths, "mtime": mtimes})] = actor
+
+    try:
+        for actor in actors:
+            give(actor)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            actor = running.pop(ready[0])
+            try:
+                answers = ray.get(ready[0])
+            except ray.exceptions.RayActorError:
+                continue  # the actor is gone: its batch is answered as failed, the others go on
+            except ray.exceptions.RayError:
+                give(actor)  # an exception in this batch: the actor itself is fine
+                continue
+            give(actor)
+            for blob in answers[COLUMN]:
+                yield pickle.loads(blob)
+    finally:
+        for actor in actors:
+            ray.kill(actor)

@@ -505,7 +505,10 @@ def album_index(
     ] = None,
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster to run on, e.g. ray://HOST:10001 (--engine ray; default: start a local Ray)."),
+        typer.Option(
+            help="Ray cluster to run on: ray://HEAD:10001 from any machine, HEAD:6379 or auto from one of its "
+            "nodes (--engine ray; default: start a local Ray). See docs/scale.md."
+        ),
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     wait: WaitOpt = False,

