@@ -13,7 +13,10 @@ indexed. The model: ``facelab build``, ``split``, ``train --track embedding`` on
 Runs. Each configuration indexes the same library into a fresh copy of the workspace, in a fresh
 Python process (as ``facelab album index`` would run): ``engine=local, workers=1`` (this process),
 ``engine=local, workers=<cores>``, ``engine=ray, workers=--ray-cpus`` (a Ray started on this
-machine with that many CPUs). *Wall* is from the process's start to the last photo stored: imports,
+machine with that many CPUs by the command), and the same on a Ray "cluster" of this machine alone
+started beforehand with ``ray start --head --num-cpus=--ray-cpus`` (as docs/scale.md tells), joined
+as a node's driver (``--address HEAD:PORT``: Ray Data) and through Ray Client (``ray://``: Ray Core
+drives the actors). *Wall* is from the process's start to the last photo stored: imports,
 model loading, worker/actor start-up and Ray's start included. *Steady* is (photos - 1) / (time of
 the last photo - time of the first), the rate once the workers run. The best of ``--repeats`` runs
 counts (other jobs on a shared machine only slow a run down); the load average before each run is
@@ -23,6 +26,7 @@ recorded beside it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -33,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +99,7 @@ def train_workspace(train: dict[str, list[Path]], root: Path) -> Path:
     return ws
 
 
-def run_one(ws: str, library: str, engine: str, workers: int, started: float) -> None:
+def run_one(ws: str, library: str, engine: str, workers: int, started: float, address: str | None) -> None:
     """In a fresh process: index ``library`` into ``ws``; prints JSON timings (``--run-one``)."""
     from facelab.album_index import index_library
     from facelab.recognize import Recognizer
@@ -109,6 +114,7 @@ def run_one(ws: str, library: str, engine: str, workers: int, started: float) ->
             recognizer,
             engine=engine,
             workers=workers,
+            address=address,
             progress=lambda done, total, path: stamps.append(time.time()),
         )
     print(
@@ -125,20 +131,40 @@ def run_one(ws: str, library: str, engine: str, workers: int, started: float) ->
     )
 
 
-def measure(model_ws: Path, library: Path, engine: str, workers: int, scratch: Path) -> dict[str, Any]:
+def measure(
+    model_ws: Path, library: Path, engine: str, workers: int, scratch: Path, address: str = ""
+) -> dict[str, Any]:
     ws = scratch / f"ws-{engine}-{workers}"
     shutil.rmtree(ws, ignore_errors=True)
     shutil.copytree(model_ws, ws, symlinks=True)
     before = load()
     started = time.time()
-    cmd = [sys.executable, __file__, "--run-one", str(ws), str(library), engine, str(workers), str(started)]
+    cmd = [sys.executable, __file__, "--run-one", str(ws), str(library), engine, str(workers), str(started), address]
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"failed: {' '.join(cmd)}\n{done.stderr[-3000:]}")
     timing = json.loads(done.stdout.strip().splitlines()[-1])
     timing["load"] = before
-    print(f"{engine} workers={workers}: {timing}", file=sys.stderr)
+    print(f"{engine} workers={workers} {address}: {timing}", file=sys.stderr)
     return timing
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int) -> Iterator[dict[str, str]]:
+    """A Ray cluster of this machine alone, started as docs/scale.md says (``ray start --head``) and
+    stopped after; its addresses: ``gcs`` (a node's driver) and ``client`` (Ray Client)."""
+    ray_cli = str(Path(sys.executable).parent / "ray")
+    gcs, client = 6391, 10001  # Ray's worker ports start at 10002
+    subprocess.run(
+        [ray_cli, "start", "--head", f"--port={gcs}", f"--ray-client-server-port={client}", f"--num-cpus={cpus}"],
+        capture_output=True,
+        check=True,
+        env=os.environ | {"RAY_USAGE_STATS_ENABLED": "0"},
+    )
+    try:
+        yield {"gcs": f"127.0.0.1:{gcs}", "client": f"ray://127.0.0.1:{client}"}
+    finally:
+        subprocess.run([ray_cli, "stop", "--force"], capture_output=True, check=False)
 
 
 def versions() -> str:
@@ -156,7 +182,8 @@ def write_doc(doc: Path, rows: list[tuple[str, dict[str, Any]]], photos: int, fa
         f"`bench/bench_scale.py`, {dt.datetime.now():%Y-%m-%d %H:%M}: {machine_line()}; {versions()}. "
         f"{photos} held-out photos of sports5 + celeb5 ({faces} faces), `facelab album index` on a fresh "
         "workspace each run. *Wall*: from the process's start to the last photo stored (imports, model "
-        "loading, workers' or Ray's start-up included); *steady*: the rate between the first photo stored "
+        "loading, workers' or Ray's start-up included — a cluster started beforehand is not); *steady*: the "
+        "rate between the first photo stored "
         f"and the last. Best of the runs; the load average (1/5/15 min) before the run beside it. {note}".rstrip(),
         "",
         "| engine | workers | wall (s) | photos/s (wall) | photos/s (steady) | load before |",
@@ -164,7 +191,7 @@ def write_doc(doc: Path, rows: list[tuple[str, dict[str, Any]]], photos: int, fa
     ]
     for label, t in rows:
         steady = f"{t['steady']:.2f}" if t["steady"] else "—"
-        engine, workers = label.split(":")
+        engine, workers = label.rsplit(":", 1)
         lines.append(
             f"| {engine} | {workers} | {t['wall']:.1f} | {t['photos'] / t['wall']:.2f} | {steady} | {t['load']} |"
         )
@@ -175,8 +202,8 @@ def write_doc(doc: Path, rows: list[tuple[str, dict[str, Any]]], photos: int, fa
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--run-one":
-        ws, library, engine, workers, started = sys.argv[2:7]
-        run_one(ws, library, engine, int(workers), float(started))
+        ws, library, engine, workers, started, address = sys.argv[2:8]
+        run_one(ws, library, engine, int(workers), float(started), address or None)
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
@@ -201,14 +228,24 @@ def main() -> None:
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to(path.resolve())
         model_ws = args.workspace or train_workspace(train, scratch)
-        configs = [("local", 1), ("local", cores), ("ray", args.ray_cpus)]
+        # (label, engine, workers, address kind): "" a Ray started by the command itself, else a
+        # cluster started beforehand with `ray start --head` and joined as a node's driver or
+        # through Ray Client.
+        configs = [
+            ("local", "local", 1, ""),
+            ("local", "local", cores, ""),
+            ("ray, started by the command", "ray", args.ray_cpus, ""),
+            ("ray, cluster joined as a node (`HEAD:PORT`)", "ray", args.ray_cpus, "gcs"),
+            ("ray, cluster through Ray Client (`ray://`)", "ray", args.ray_cpus, "client"),
+        ]
         best: dict[str, dict[str, Any]] = {}
-        for _ in range(args.repeats):
-            for engine, workers in configs:
-                label = f"{engine}:{workers}"
-                timing = measure(model_ws, library, engine, workers, scratch)
-                if label not in best or timing["wall"] < best[label]["wall"]:
-                    best[label] = timing
+        with ray_head(args.ray_cpus) as addresses:
+            for _ in range(args.repeats):
+                for label, engine, workers, kind in configs:
+                    timing = measure(model_ws, library, engine, workers, scratch, addresses.get(kind, ""))
+                    key = f"{label}:{workers}"
+                    if key not in best or timing["wall"] < best[key]["wall"]:
+                        best[key] = timing
         faces = next(iter(best.values()))["faces"]
         write_doc(args.doc, list(best.items()), len(photos), faces, args.note)
 

@@ -97,3 +97,27 @@ def test_a_cluster_joined_either_way_gives_the_local_index(
     assert_same_index(local_ws, ws_dir)
     assert not ray.is_initialized(), "the driver disconnects at the end"
     assert len(rows(ws_dir)) == 7
+
+
+def test_without_an_address_a_ray_of_its_own_starts_beside_a_running_cluster(
+    ray_head: dict[str, str],
+    tiny_model: TinyModel,
+    library: Path,  # noqa: F811
+    recognizer: Recognizer,  # noqa: F811
+    local_ws: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """ray.init() alone would join the cluster `ray start` left running here (and refuse num_cpus)."""
+    import ray
+
+    ws_dir = copy_workspace(tiny_model.workspace, tmp_path / "ws")
+    with Workspace(ws_dir) as ws:
+        index_library(ws, library, recognizer, engine="ray", workers=CPUS)
+    assert_same_index(local_ws, ws_dir)
+    assert not ray.is_initialized(), "the engine stops the Ray it started"
+    # … and the cluster is still there to join.
+    ray.init(address=ray_head["gcs"], log_to_driver=False)
+    try:
+        assert ray.cluster_resources().get("CPU") == CPUS
+    finally:
+        ray.shutdown()

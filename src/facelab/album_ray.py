@@ -32,6 +32,7 @@ import os
 import pickle
 import socket
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +52,9 @@ MAX_BLOCKS = 10_000
 COLUMN = "analysis"
 # Over Ray Client: restarts of a dead actor, and retries of the call it was answering.
 ACTOR_RETRIES = 2
+# Joining through Ray Client: tries, when the head's client server says it could not start ours.
+CLIENT_ATTEMPTS = 2
+CLIENT_SERVER_FAILED = "Starting Ray client server failed"
 # Ray Data settings while facelab's dataset runs (restored after).
 QUIET_CONTEXT: dict[str, Any] = {
     # facelab draws its own progress bar; Ray's bars and start-up banner would garble it.
@@ -224,6 +228,9 @@ class RayEngine:
         if self.address is None:
             # A Ray private to this command: its start-up notices (token authentication, ports) are noise here.
             ray.init(
+                # "local": a Ray of its own even when a cluster started with `ray start` runs on this
+                # machine (ray.init() would join that one, and refuse num_cpus).
+                address="local",
                 num_cpus=self.workers or available_cpus(),
                 include_dashboard=False,
                 log_to_driver=False,
@@ -231,7 +238,7 @@ class RayEngine:
             )
         else:
             try:
-                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                self._join(ray)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ConnectionError(
                     f"--address {self.address}: cannot join that Ray cluster ({exc}) — give ray://HEAD:10001, "
@@ -239,6 +246,18 @@ class RayEngine:
                     f"token authentication, put its token in {RAY_TOKEN_FILE} or RAY_AUTH_TOKEN (see docs/scale.md)"
                 ) from exc
         return True
+
+    def _join(self, ray: Any) -> None:
+        """``ray.init`` at ``address``; once more when Ray Client's server failed to start the
+        per-client server it hands each driver (it does, now and then, just after the head starts)."""
+        for attempt in range(CLIENT_ATTEMPTS):
+            try:
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+                return
+            except ConnectionError as exc:
+                if attempt + 1 == CLIENT_ATTEMPTS or CLIENT_SERVER_FAILED not in str(exc):
+                    raise
+                time.sleep(2.0)
 
     def _workers(self, ray: Any, n_jobs: int) -> int:
         """Actors to start: ``workers``, else one per CPU of the cluster; never more than batches."""
