@@ -309,7 +309,7 @@ def find_photos(
     with the size of the answer, not of the index, and is mostly making one Python object per photo
     and face: ~20 µs a photo on a 2-core machine at a million faces (0.2 s for 7,600 photos, 2 s for
     90,000). A page of ``limit`` photos costs only its own; to list a large answer, use
-    :func:`album_listing` or :func:`find_photo_people`, which make no face objects.
+    :func:`album_listing`, which makes no face objects.
     """
     ensure_album_tables(ws)
     matching = _matching_ids_sql(ws, names, any_, exclude)
@@ -345,56 +345,36 @@ def find_photos(
 _LOCAL_ISO_SQL = "strftime('%Y-%m-%dT%H:%M:%S', p.taken, 'unixepoch', 'localtime')"
 
 
-def _people_of_photos(
-    ws: Workspace, names: Sequence[str], any_: bool, exclude: Iterable[str], taken: str, separator: str
-) -> list[tuple]:
-    """``(path, <taken>, names joined by separator)`` of the photos :func:`find_photos` gives, in its
-    order; ``taken`` is the SQL of the second column (``p.taken`` is the photo's)."""
-    ensure_album_tables(ws)
-    matching = _matching_ids_sql(ws, names, any_, exclude)
-    if matching is None:
-        return []
-    sql, params = matching
-    # The names are joined in the order the inner query sorts them (as AlbumPhoto.people: sorted,
-    # unknown last): SQLite does not flatten an ordered sub-query into an aggregate, so group_concat
-    # sees its rows in that order (the tests check it). The faces come from album_faces_photo alone.
-    with gc_paused():  # 90k rows: see gc_paused
-        return _tuples(
-            ws,
-            f"SELECT p.path, {taken}, n.people FROM album_photos p JOIN ("
-            " SELECT photo_id, group_concat(label, ?2) AS people FROM ("
-            "  SELECT DISTINCT photo_id, coalesce(name, ?1) AS label FROM album_faces"
-            f"  WHERE photo_id IN ({sql}) ORDER BY photo_id, label = ?1, label"
-            " ) GROUP BY photo_id"
-            ") n ON n.photo_id = p.id WHERE p.status = 'ok' ORDER BY p.taken DESC, p.path",
-            [UNKNOWN, separator, *params],
-        )
-
-
-def find_photo_people(
-    ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()
-) -> list[tuple[str, float, list[str]]]:
-    """``(path, taken, people)`` of the photos :func:`find_photos` gives, in its order, with
-    ``people`` as :attr:`AlbumPhoto.people` — without making a face object: the database lists each
-    photo's names, so a large answer (90,000 photos at a million faces) costs about half a second
-    instead of seconds of objects."""
-    # Joined by the unit separator (char 31), which no typed name holds (a comma may).
-    rows = _people_of_photos(ws, names, any_, exclude, "p.taken", "\x1f")
-    with gc_paused():
-        return [(path, taken, joined.split("\x1f")) for path, taken, joined in rows]
-
-
 def album_listing(
     ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()
 ) -> list[tuple[str, str, str]]:
     """What ``facelab album find`` prints, ready to write: ``(path, taken, people)`` with ``taken``
     in local time, ISO 8601 to the second (as ``datetime.fromtimestamp(t).isoformat("seconds")``)
-    and ``people`` joined by ``;``; the photos and order of :func:`find_photos`.
+    and ``people`` as :attr:`AlbumPhoto.people` (sorted, ``unknown`` last) joined by ``;``; the photos
+    and order of :func:`find_photos`.
 
-    Formatted by the database, so nothing is made per photo but the row: the CLI prints 90,000
-    photos in well under a second after start-up.
+    Listed and formatted by the database from the ``album_faces_photo`` index, so nothing is made
+    per photo but the row: 90,000 photos at a million faces in about half a second.
     """
-    return _people_of_photos(ws, names, any_, exclude, _LOCAL_ISO_SQL, ";")
+    ensure_album_tables(ws)
+    matching = _matching_ids_sql(ws, names, any_, exclude)
+    if matching is None:
+        return []
+    sql, params = matching
+    # The names are joined in the order the inner query sorts them: SQLite does not flatten an
+    # ordered sub-query into an aggregate, so group_concat sees its rows in that order (the tests
+    # check it).
+    with gc_paused():  # 90k rows: see gc_paused
+        return _tuples(
+            ws,
+            f"SELECT p.path, {_LOCAL_ISO_SQL}, n.people FROM album_photos p JOIN ("
+            " SELECT photo_id, group_concat(label, ';') AS people FROM ("
+            "  SELECT DISTINCT photo_id, coalesce(name, ?1) AS label FROM album_faces"
+            f"  WHERE photo_id IN ({sql}) ORDER BY photo_id, label = ?1, label"
+            " ) GROUP BY photo_id"
+            ") n ON n.photo_id = p.id WHERE p.status = 'ok' ORDER BY p.taken DESC, p.path",
+            [UNKNOWN, *params],
+        )
 
 
 def count_photos(ws: Workspace, names: Sequence[str], *, any_: bool = False, exclude: Iterable[str] = ()) -> int:
