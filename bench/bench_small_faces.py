@@ -22,7 +22,9 @@ the target size, then detected and named as ``facelab album index`` does:
   (IoU ≥ 0.3). Starting from faces named right at full size measures what size takes away.
 * **people as strangers** — the same faces with the person's own column removed from the scores
   (leave-one-person-out: the model as if the person were never enrolled): *named* is a stranger
-  given someone's name.
+  given someone's name. Not independent of the threshold: calibration used these people's training
+  photos as strangers to each other (leave-one-person-out); the probes are other photos of them.
+  The *strangers* column is the independent one.
 * **strangers** — ../shared/data/strangers (300 LFW people; measured, never calibrated on), the
   largest face of each photo. *named* is a stranger given a name (FPIR).
 
@@ -189,7 +191,9 @@ def write_doc(doc: Path, people: dict, strangers: dict, n: dict[str, int], args,
         "",
         "*people as strangers* and *strangers: named* are shares of the faces the detector found at that size "
         "(a face not found cannot be misnamed). Read the rows down: the size where *wrong name* or either "
-        "*named* column climbs above its full-size value is where names stop being honest.",
+        "*named* column climbs above its full-size value is where names stop being honest. *people as "
+        "strangers* is not independent of the threshold (calibration used these people's training photos as "
+        "strangers to each other; the probes are other photos of them); *strangers* is (never calibrated on).",
         "",
         f"facelab names faces of {MIN_FACE} px and more (`openset.MIN_FACE`, the default `--min-face` of "
         "`recognize`, `album index`, video and the web app); smaller ones are counted as *too small* and left "
